@@ -1,0 +1,1 @@
+"""MorphZoo sub-package."""
