@@ -1,1 +1,5 @@
-"""MorphZoo sub-package."""
+"""Engines: glue between MorphZoo registration losses/networks and MONAI's ignite engines."""
+
+from morphzoo.engines.checkpoint import ResumableCheckpoint
+from morphzoo.engines.logs import TrainingLog
+from morphzoo.engines.registration import RegistrationInferer, RegistrationPrepareBatch, WarpLabelsd, one_hot_labels

@@ -1,1 +1,12 @@
-"""MorphZoo sub-package."""
+"""Inference: the ``register`` API, evaluation over datalists, writers that keep image headers."""
+
+from morphzoo.inference.evaluate import (
+    SUMMARY_METRICS,
+    RegistrationRunner,
+    evaluate_pairs,
+    identity_registrar,
+    load_pair_item,
+    summarize,
+    summary_markdown,
+)
+from morphzoo.inference.registrar import OUTPUT_NAMES, Registrar, RegistrationResult, minmax_normalize

@@ -1,1 +1,16 @@
-"""MorphZoo sub-package."""
+"""Transforms: validated I/O, subject loading, pair building."""
+
+from morphzoo.transforms.io import (
+    ImageRecord,
+    InputError,
+    atomic_output_dir,
+    check_label_values,
+    check_outputs_free,
+    read_image,
+    read_label,
+    write_nifti_like,
+    write_png,
+)
+from morphzoo.transforms.load import LoadSubjectd
+from morphzoo.transforms.pairs import PairDataset, pair_indices
+from morphzoo.transforms.spatial import resample_to_reference, resize_field, resize_image

@@ -1,1 +1,2 @@
-"""MorphZoo sub-package."""
+"""Networks: registration backbones (pair -> field) and segmentation nets."""
+from morphzoo.networks.nets.voxelmorph import VOXELMORPH_VARIANTS, VoxelMorphBackbone

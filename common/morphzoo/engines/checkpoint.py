@@ -1,0 +1,74 @@
+"""Resumable training: one handler that saves and restores the whole training state atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
+
+__all__ = ["ResumableCheckpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+class ResumableCheckpoint:
+    """Save ``save_dict`` (network, optimizer, trainer, ...) every ``save_interval`` iterations and
+    at the end of every epoch to ``<ckpt_dir>/last.pt`` atomically (temporary file + rename), and
+    restore it when the trainer starts, so a run killed mid-epoch resumes from its last
+    checkpoint with the same optimizer state and iteration count.
+
+    Args:
+        ckpt_dir: folder of the resume checkpoint.
+        save_dict: objects with ``state_dict``/``load_state_dict`` (network, optimizer, scheduler);
+            the engine it is attached to is added as ``"trainer"``.
+        save_interval: iterations between saves (0: only at epoch ends).
+        resume: load ``last.pt`` on start if it exists.
+    """
+
+    def __init__(self, ckpt_dir: str, save_dict: dict[str, Any], save_interval: int = 50, resume: bool = True) -> None:
+        self.ckpt_dir = Path(ckpt_dir)
+        self.save_dict = save_dict
+        self.save_interval = int(save_interval)
+        self.resume = resume
+
+    @property
+    def path(self) -> Path:
+        return self.ckpt_dir / "last.pt"
+
+    def attach(self, engine: Engine) -> None:
+        self.save_dict = {**self.save_dict, "trainer": engine}
+        if self.resume:
+            engine.add_event_handler(Events.STARTED, self.load)
+        if self.save_interval > 0:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_interval), self.save)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def load(self, engine: Engine) -> None:
+        if not self.path.exists():
+            return
+        max_epochs = engine.state.max_epochs
+        ckpt = torch.load(self.path, map_location="cpu", weights_only=True)
+        Checkpoint.load_objects(to_load=self.save_dict, checkpoint=ckpt)
+        if max_epochs is not None:  # the configured length wins, so a finished run can be extended
+            engine.state.max_epochs = max(max_epochs, engine.state.epoch)
+        logger.info("resumed from %s at epoch %d, iteration %d", self.path, engine.state.epoch, engine.state.iteration)
+
+    def save(self, engine: Engine) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.state_dict() for k, v in self.save_dict.items()}
+        fd, tmp = tempfile.mkstemp(prefix=".last-", suffix=".pt", dir=self.ckpt_dir)
+        os.close(fd)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)

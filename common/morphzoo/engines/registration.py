@@ -1,0 +1,129 @@
+"""Glue that lets MONAI's ``SupervisedTrainer`` / ``SupervisedEvaluator`` train and validate an
+unsupervised pair loss.
+
+- :class:`RegistrationPrepareBatch` turns a pair batch into ``inputs = cat(moving, fixed)`` and
+  ``targets = cat(moving, fixed[, moving_label, fixed_label])``.
+- :class:`RegistrationInferer` runs the backbone (pair -> field) and, for diffeomorphic
+  variants, integrates the velocity field (MONAI ``DVF2DDF``).
+- :class:`WarpLabelsd` is the evaluator's post-transform: warps the moving label with the
+  predicted field so MONAI's ``MeanDice`` handler scores registration.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.engines.utils import PrepareBatch
+from monai.inferers import Inferer
+from monai.networks.blocks import DVF2DDF, Warp
+from monai.transforms import MapTransform
+
+__all__ = ["RegistrationPrepareBatch", "RegistrationInferer", "WarpLabelsd", "one_hot_labels"]
+
+
+class RegistrationPrepareBatch(PrepareBatch):
+    """Pair batch -> ``(inputs, targets)`` for MONAI engines.
+
+    ``inputs`` is ``(B, 2, *S)`` (moving, fixed); ``targets`` is ``(B, 4, *S)`` with the labels
+    when the batch has ``moving_label``/``fixed_label`` and ``use_labels`` is set, else
+    ``(B, 2, *S)``.
+    """
+
+    def __init__(self, use_labels: bool = True) -> None:
+        self.use_labels = use_labels
+
+    def __call__(
+        self, batchdata: dict[str, torch.Tensor], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        for key in ("moving", "fixed"):
+            if key not in batchdata:
+                raise KeyError(f"registration batch has no {key!r} key (keys: {sorted(batchdata)}).")
+        mov = torch.as_tensor(batchdata["moving"]).to(device=device, non_blocking=non_blocking, **kwargs)
+        fix = torch.as_tensor(batchdata["fixed"]).to(device=device, non_blocking=non_blocking, **kwargs)
+        if mov.shape != fix.shape:
+            raise ValueError(f"moving {tuple(mov.shape)} and fixed {tuple(fix.shape)} batches differ in shape.")
+        parts = [mov, fix]
+        if self.use_labels and "moving_label" in batchdata and "fixed_label" in batchdata:
+            parts += [
+                torch.as_tensor(batchdata["moving_label"]).to(device=device, non_blocking=non_blocking, **kwargs),
+                torch.as_tensor(batchdata["fixed_label"]).to(device=device, non_blocking=non_blocking, **kwargs),
+            ]
+        return torch.cat([mov, fix], dim=1), torch.cat(parts, dim=1)
+
+
+class RegistrationInferer(Inferer):
+    """Run a pair -> field network and return the displacement field.
+
+    Args:
+        integration_steps: 0 for a network predicting displacements directly; > 0 integrates a
+            stationary velocity field by scaling and squaring (diffeomorphic VoxelMorph).
+        return_all: pass through a list of fields when the network returns several (multi-scale
+            training losses); otherwise the first (finest) is returned.
+    """
+
+    def __init__(self, integration_steps: int = 0, return_all: bool = False) -> None:
+        super().__init__()
+        self.integration_steps = int(integration_steps)
+        self.return_all = return_all
+        self.dvf2ddf = DVF2DDF(num_steps=self.integration_steps) if self.integration_steps > 0 else None
+
+    def _integrate(self, field: torch.Tensor) -> torch.Tensor:
+        return self.dvf2ddf(field) if self.dvf2ddf is not None else field
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        out = network(inputs, *args, **kwargs)
+        if isinstance(out, (list, tuple)):
+            fields = [self._integrate(f) for f in out]
+            return fields if self.return_all else fields[0]
+        return self._integrate(out)
+
+
+def one_hot_labels(label: torch.Tensor, num_labels: int, channel_dim: int = 0) -> torch.Tensor:
+    """One-channel integer label map to one-hot float.
+
+    Args:
+        label: ``(1, *S)`` (``channel_dim=0``) or ``(B, 1, *S)`` (``channel_dim=1``).
+        num_labels: classes including background; values are clamped to ``0..num_labels-1``.
+        channel_dim: the axis holding the single channel.
+    """
+    if label.shape[channel_dim] != 1:
+        raise ValueError(f"expected one channel on axis {channel_dim}, got shape {tuple(label.shape)}.")
+    lab = label.round().long().clamp(0, num_labels - 1).squeeze(channel_dim)
+    return F.one_hot(lab, num_labels).movedim(-1, channel_dim).float()
+
+
+class WarpLabelsd(MapTransform):
+    """Evaluator post-transform: ``pred`` (field ``(N, *S)``) -> one-hot warped moving label,
+    ``label`` -> one-hot fixed label, for MONAI's ``MeanDice``/``HausdorffDistance`` handlers.
+
+    Args:
+        num_labels: classes including background.
+        field_key, moving_label_key, fixed_label_key: keys of the decollated batch+output dict.
+    """
+
+    def __init__(
+        self,
+        num_labels: int,
+        field_key: str = "pred",
+        moving_label_key: str = "moving_label",
+        fixed_label_key: str = "fixed_label",
+        output_keys: Sequence[str] = ("pred", "label"),
+    ) -> None:
+        super().__init__([field_key], allow_missing_keys=False)
+        self.num_labels = int(num_labels)
+        self.field_key, self.mkey, self.fkey = field_key, moving_label_key, fixed_label_key
+        self.output_keys = tuple(output_keys)
+        self.warp = Warp(mode="nearest", padding_mode="zeros")
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        ddf = torch.as_tensor(d[self.field_key])
+        mlab = torch.as_tensor(d[self.mkey]).to(ddf.device).float()
+        flab = torch.as_tensor(d[self.fkey]).to(ddf.device).float()
+        warped = self.warp(mlab[None], ddf[None].float())[0]
+        d[self.output_keys[0]] = one_hot_labels(warped, self.num_labels)
+        d[self.output_keys[1]] = one_hot_labels(flab, self.num_labels)
+        return d

@@ -1,0 +1,139 @@
+"""Composite unsupervised (and optionally label-supervised) registration loss from ``monai.losses``."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.losses import (
+    BendingEnergyLoss,
+    DiceLoss,
+    DiffusionLoss,
+    GlobalMutualInformationLoss,
+    LocalNormalizedCrossCorrelationLoss,
+    SSIMLoss,
+)
+from monai.networks.blocks import Warp
+
+__all__ = ["RegistrationLoss", "make_image_loss", "make_regularizer", "split_targets"]
+
+
+def make_image_loss(name: str, spatial_dims: int, kernel_size: int = 9, num_bins: int = 23) -> nn.Module:
+    """Image dissimilarity by name: ``"lncc"``, ``"mse"``, ``"mi"`` (global mutual information) or ``"ssim"``."""
+    name = name.lower()
+    if name == "lncc":
+        return LocalNormalizedCrossCorrelationLoss(spatial_dims=spatial_dims, kernel_size=kernel_size, kernel_type="rectangular")
+    if name == "mse":
+        return nn.MSELoss()
+    if name == "mi":
+        return GlobalMutualInformationLoss(num_bins=num_bins)
+    if name == "ssim":
+        return SSIMLoss(spatial_dims=spatial_dims, data_range=1.0)
+    raise ValueError(f"unknown image loss {name!r}; expected 'lncc', 'mse', 'mi' or 'ssim'.")
+
+
+def make_regularizer(name: str) -> nn.Module:
+    """Field regulariser by name: ``"diffusion"`` (squared gradient) or ``"bending"`` (bending energy)."""
+    name = name.lower()
+    if name == "diffusion":
+        return DiffusionLoss()
+    if name == "bending":
+        return BendingEnergyLoss()
+    raise ValueError(f"unknown regularizer {name!r}; expected 'diffusion' or 'bending'.")
+
+
+def split_targets(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Split the ``(B, 2 or 4, *S)`` target tensor built by
+    :class:`morphzoo.engines.RegistrationPrepareBatch` into moving, fixed, moving label, fixed label."""
+    if targets.ndim < 4 or targets.shape[1] not in (2, 4):
+        raise ValueError(f"targets must have shape (B, 2 or 4, *S), got {tuple(targets.shape)}.")
+    mov, fix = targets[:, 0:1], targets[:, 1:2]
+    if targets.shape[1] == 4:
+        return mov, fix, targets[:, 2:3], targets[:, 3:4]
+    return mov, fix, None, None
+
+
+class RegistrationLoss(nn.Module):
+    """``sim(fixed, moving∘φ) + reg_weight * R(φ) [+ label_weight * Dice(fixed_label, moving_label∘φ)]``.
+
+    The label term (VoxelMorph's semi-supervised mode) warps the one-hot moving label linearly and
+    is off by default (``label_weight=0``), so training stays unsupervised. Multi-output networks
+    may pass a list of fields (finest first) with ``scale_weights``; each coarser field is compared
+    with images average-pooled to its size.
+
+    Args:
+        spatial_dims: 2 or 3.
+        image_loss: ``"lncc"``, ``"mse"``, ``"mi"`` or ``"ssim"``.
+        regularizer: ``"diffusion"`` or ``"bending"``.
+        reg_weight: weight of the regulariser.
+        label_weight: weight of the Dice term on warped labels (0 = unsupervised).
+        num_labels: number of label classes including background (for the Dice term).
+        kernel_size: LNCC window.
+        scale_weights: weights for a list of fields (finest first).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        image_loss: str = "lncc",
+        regularizer: str = "diffusion",
+        reg_weight: float = 1.0,
+        label_weight: float = 0.0,
+        num_labels: int = 2,
+        kernel_size: int = 9,
+        scale_weights: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        self.spatial_dims = spatial_dims
+        self.image_loss = make_image_loss(image_loss, spatial_dims, kernel_size)
+        self.regularizer = make_regularizer(regularizer)
+        self.reg_weight = float(reg_weight)
+        self.label_weight = float(label_weight)
+        self.num_labels = int(num_labels)
+        self.scale_weights = None if scale_weights is None else [float(w) for w in scale_weights]
+        self.warp = Warp(mode="bilinear", padding_mode="border")
+        self.dice = DiceLoss(include_background=False, reduction="mean")
+        self.last_terms: dict[str, float] = {}
+
+    def _single(self, ddf: torch.Tensor, mov, fix, mlab, flab) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        size = tuple(ddf.shape[2:])
+        if tuple(mov.shape[2:]) != size:
+            mov = F.adaptive_avg_pool3d(mov, size) if self.spatial_dims == 3 else F.adaptive_avg_pool2d(mov, size)
+            fix = F.adaptive_avg_pool3d(fix, size) if self.spatial_dims == 3 else F.adaptive_avg_pool2d(fix, size)
+            mlab = flab = None
+        warped = self.warp(mov, ddf)
+        terms = {"similarity": self.image_loss(warped, fix), "regularization": self.regularizer(ddf)}
+        total = terms["similarity"] + self.reg_weight * terms["regularization"]
+        if self.label_weight > 0 and mlab is not None and flab is not None:
+            moh = F.one_hot(mlab[:, 0].long(), self.num_labels).movedim(-1, 1).float()
+            foh = F.one_hot(flab[:, 0].long(), self.num_labels).movedim(-1, 1).float()
+            terms["label_dice"] = self.dice(self.warp(moh, ddf), foh)
+            total = total + self.label_weight * terms["label_dice"]
+        return total, terms
+
+    def forward(self, ddf: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        """Args:
+            ddf: ``(B, N, *S)`` displacement field, or a list of them (finest first).
+            targets: ``(B, 2 or 4, *S)``: moving, fixed[, moving label, fixed label].
+        """
+        mov, fix, mlab, flab = split_targets(targets)
+        fields = list(ddf) if isinstance(ddf, (list, tuple)) else [ddf]
+        for f in fields:
+            if f.shape[1] != self.spatial_dims:
+                raise ValueError(f"field has {f.shape[1]} channels, expected spatial_dims={self.spatial_dims}: {tuple(f.shape)}.")
+        weights = self.scale_weights or [1.0] * len(fields)
+        if len(weights) != len(fields):
+            raise ValueError(f"{len(fields)} fields but {len(weights)} scale_weights.")
+        total = torch.zeros((), device=mov.device)
+        logged: dict[str, float] = {}
+        for k, (w, f) in enumerate(zip(weights, fields)):
+            loss, terms = self._single(f, mov, fix, mlab, flab)
+            total = total + w * loss
+            if k == 0:
+                logged = {n: float(v.detach()) for n, v in terms.items()}
+        self.last_terms = logged
+        return total
