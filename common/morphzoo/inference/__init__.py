@@ -9,4 +9,4 @@ from morphzoo.inference.evaluate import (
     summarize,
     summary_markdown,
 )
-from morphzoo.inference.registrar import OUTPUT_NAMES, Registrar, RegistrationResult, minmax_normalize
+from morphzoo.inference.registrar import OUTPUT_NAMES, Registrar, RegistrationResult, load_weights, minmax_normalize

@@ -220,11 +220,17 @@ def _panel(path: Path, mov, fix, res: RegistrationResult, mlab, flab, reg: Regis
     except ImportError:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    def norm(a):
+        a = np.asarray(a, dtype=np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
     mov_on_fix = resample_to_reference(mov, fix)
+    lo, hi = float(mov_on_fix.min()), float(mov_on_fix.max())
     registration_panel(
-        mov_on_fix,
-        fix.array,
-        res.warped,
+        norm(mov_on_fix),
+        norm(fix.array),
+        (res.warped - lo) / (hi - lo) if hi > lo else res.warped * 0,
         res.ddf,
         path,
         title=path.stem,
