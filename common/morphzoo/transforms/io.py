@@ -199,7 +199,7 @@ def read_label(
     """Read and validate an integer label map.
 
     PNG masks stored as 0/255 (any channel count: channel 0 is used) are binarised at 127 when
-    ``binarize_png`` is set.
+    ``binarize_png`` is set; PNG label maps whose values are all <= 127 (e.g. 0, 1, 2) are kept.
 
     Args:
         path: NIfTI or PNG label file.
@@ -214,7 +214,7 @@ def read_label(
     """
     rec = read_image(path, spatial_dims=spatial_dims, spacing=spacing, what=what)
     arr = rec.array
-    if rec.kind == "png" and binarize_png and arr.max() > 1:
+    if rec.kind == "png" and binarize_png and arr.max() > 127:  # 0/255 masks; small label values are kept
         arr = (arr > 127).astype(np.float32)
     if not np.all(np.equal(np.round(arr), arr)):
         raise InputError(f"{rec.path}: {what} holds non-integer values; expected an integer label map.")
@@ -259,8 +259,12 @@ def write_nifti_like(array: np.ndarray, reference: ImageRecord, path: str | os.P
         header = None
     img = nib.Nifti1Image(data, reference.affine, header=header)
     if header is not None:
-        img.set_qform(reference.affine, code=int(reference.header["qform_code"]) or 1)
-        img.set_sform(reference.affine, code=int(reference.header["sform_code"]) or 1)
+        # keep the reference's codes (e.g. qform 0 + sform 2); only a header with neither gets both = 1
+        qcode, scode = int(reference.header["qform_code"]), int(reference.header["sform_code"])
+        if qcode == 0 and scode == 0:
+            qcode = scode = 1
+        img.set_qform(reference.affine, code=qcode)
+        img.set_sform(reference.affine, code=scode)
     else:
         img.set_qform(reference.affine, code=1)
         img.set_sform(reference.affine, code=1)

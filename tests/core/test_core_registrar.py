@@ -1,0 +1,254 @@
+"""Registrar (morphzoo.inference.registrar): the registration inference interface on real and synthetic files."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+from scipy.ndimage import map_coordinates
+
+from morphzoo.inference.evaluate import identity_registrar
+from morphzoo.inference.registrar import OUTPUT_NAMES, Registrar, load_weights, minmax_normalize
+from morphzoo.metrics import label_overlap_and_distance
+from morphzoo.transforms.io import InputError, read_image, read_label
+
+
+def _load(path):
+    img = nib.load(str(path))
+    return np.asarray(img.dataobj), img
+
+
+def _shift_fn(shift, axis=0, seen=None):
+    def field_fn(m, f):
+        if seen is not None:
+            seen.append((tuple(m.shape), float(m.min()), float(m.max()), float(f.min()), float(f.max())))
+        ddf = torch.zeros(m.shape[0], m.ndim - 2, *m.shape[2:], dtype=m.dtype)
+        ddf[:, axis] = shift
+        return ddf
+
+    return field_fn
+
+
+# ----------------------------------------------------------------------------- real hippocampus pair
+def test_identity_on_real_pair_matches_direct_metrics(tmp_path, hippo_img, hippo_img2):
+    (mov, mlab), (fix, flab) = hippo_img, hippo_img2
+    reg = identity_registrar(3, labels=[0, 1, 2], device="cpu")
+    metrics = reg.register_files(mov, fix, tmp_path / "out", moving_label=mlab, fixed_label=flab)
+    m_arr, _ = _load(mlab)
+    f_arr, f_img = _load(flab)
+    direct = label_overlap_and_distance(m_arr, f_arr, [1, 2], spacing=(1.0, 1.0, 1.0))
+    for k in ("dice", "dice_1", "dice_2", "hd95", "assd"):
+        assert metrics[k] == pytest.approx(direct[k], abs=1e-6), k
+    assert 0.0 < metrics["dice"] < 0.95  # two different subjects
+    assert metrics["folding_count"] == 0 and metrics["folding_percent"] == 0.0
+    assert metrics["time_ms"] >= 0.0
+
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_NAMES)
+    warped, w_img = _load(out / "warped.nii.gz")
+    np.testing.assert_allclose(warped, _load(mov)[0], atol=1e-3)  # zero field: the moving image itself
+    np.testing.assert_array_equal(_load(out / "warped_label.nii.gz")[0], m_arr)
+    ddf, d_img = _load(out / "ddf.nii.gz")
+    assert ddf.shape == (64, 64, 64, 1, 3) and not ddf.any()
+    fixed_img = nib.load(str(fix))
+    for img in (w_img, d_img):
+        np.testing.assert_allclose(img.affine, fixed_img.affine)
+        assert int(img.header["sform_code"]) == int(fixed_img.header["sform_code"])
+    meta = json.loads((out / "metrics.json").read_text())
+    assert meta["moving"] == str(mov) and meta["fixed"] == str(fix) and meta["moving_label"] == str(mlab)
+    assert meta["metrics"]["dice"] == pytest.approx(metrics["dice"])
+
+
+def test_stray_label_value_rejected_by_registrar(tmp_path, hippo_dir, hippo_img):
+    bad = hippo_dir / "label" / "hippocampus_003.nii.gz"
+    reg = identity_registrar(3, labels=[0, 1, 2], device="cpu")
+    with pytest.raises(InputError) as ei:
+        reg.register_files(hippo_dir / "img" / "hippocampus_003.nii.gz", hippo_img[0], tmp_path / "o", moving_label=bad)
+    assert str(bad) in str(ei.value) and "-2" in str(ei.value)
+    assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------- synthetic known shift
+@pytest.fixture()
+def synthetic_pair(tmp_path, smooth_volume, save_nifti):
+    n = 16
+    aff = np.diag([1.5, 1.5, 2.0, 1.0])
+    aff[:3, 3] = [-10.0, 4.0, 30.0]
+    mov = 100.0 * smooth_volume((n, n, n), 7) + 50.0
+    fix = 100.0 * smooth_volume((n, n, n), 8) + 50.0
+    lab = np.zeros((n, n, n), np.int16)
+    lab[4:10, 3:12, 5:11] = 1
+    d = tmp_path / "in"
+    d.mkdir()
+    return {
+        "moving": save_nifti(d / "moving.nii.gz", mov, aff),
+        "fixed": save_nifti(d / "fixed.nii.gz", fix, aff),
+        "moving_label": save_nifti(d / "moving_label.nii.gz", lab, aff),
+        "mov": mov,
+        "lab": lab,
+        "affine": aff,
+        "n": n,
+    }
+
+
+def test_known_shift_outputs(tmp_path, synthetic_pair):
+    p, n, s = synthetic_pair, synthetic_pair["n"], 2
+    seen = []
+    reg = Registrar(None, spatial_dims=3, labels=[0, 1], device="cpu", field_fn=_shift_fn(s, 0, seen))
+    out = tmp_path / "out"
+    reg.register_files(p["moving"], p["fixed"], out, moving_label=p["moving_label"])
+    # the field function sees normalised (1, 1, 16, 16, 16) images
+    assert seen and seen[-1][0] == (1, 1, n, n, n)
+    assert seen[-1][1] == pytest.approx(0.0) and seen[-1][2] == pytest.approx(1.0)
+    warped, w_img = _load(out / "warped.nii.gz")
+    # backward warping: warped(x) = moving(x + s) along axis 0, in the moving image's intensities
+    np.testing.assert_allclose(warped[: n - s], p["mov"][s:], atol=1e-3)
+    ddf, d_img = _load(out / "ddf.nii.gz")
+    assert ddf.shape == (n, n, n, 1, 3)
+    assert d_img.header.get_intent()[0] == "vector"
+    np.testing.assert_allclose(ddf[..., 0, 0], s, atol=1e-6)
+    np.testing.assert_allclose(ddf[..., 0, 1:], 0, atol=1e-6)
+    wl, _ = _load(out / "warped_label.nii.gz")
+    np.testing.assert_array_equal(wl[: n - s], p["lab"][s:])
+    assert not wl[n - s :].any()
+    for img in (w_img, d_img):
+        np.testing.assert_allclose(img.affine, p["affine"])
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert metrics["folding_count"] == 0
+
+
+def test_second_write_without_overwrite_keeps_first(tmp_path, synthetic_pair):
+    p = synthetic_pair
+    out = tmp_path / "out"
+    Registrar(None, 3, device="cpu", field_fn=_shift_fn(2)).register_files(p["moving"], p["fixed"], out, moving_label=p["moving_label"])
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    with pytest.raises(InputError) as ei:
+        Registrar(None, 3, device="cpu", field_fn=_shift_fn(1)).register_files(p["moving"], p["fixed"], out, moving_label=p["moving_label"])
+    assert "already exist" in str(ei.value) and str(out) in str(ei.value)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    # overwrite replaces them
+    Registrar(None, 3, device="cpu", field_fn=_shift_fn(1)).register_files(
+        p["moving"], p["fixed"], out, moving_label=p["moving_label"], overwrite=True
+    )
+    np.testing.assert_allclose(_load(out / "ddf.nii.gz")[0][..., 0, 0], 1.0)
+    assert sorted(f.name for f in out.iterdir()) == sorted(OUTPUT_NAMES)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["in", "out"]  # no temporary folders
+
+
+def test_failing_field_writes_nothing(tmp_path, synthetic_pair):
+    p = synthetic_pair
+
+    def broken(m, f):
+        raise RuntimeError("no field today")
+
+    with pytest.raises(RuntimeError):
+        Registrar(None, 3, device="cpu", field_fn=broken).register_files(p["moving"], p["fixed"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_network_grid_field_is_rescaled(synthetic_pair, smooth_volume):
+    """A constant 2-voxel field on an 8^3 network grid is 2*(15-1)/(8-1) = 4 voxels on a 15^3 fixed grid."""
+
+    class ConstNet(nn.Module):
+        def forward(self, x):
+            assert x.shape == (1, 2, 8, 8, 8)
+            f = torch.zeros(1, 3, 8, 8, 8)
+            f[:, 2] = 2.0
+            return f
+
+    reg = Registrar(ConstNet(), 3, spatial_size=(8, 8, 8), device="cpu")
+    vol = smooth_volume((15, 15, 15), 9)
+    from morphzoo.transforms.io import ImageRecord
+
+    rec = ImageRecord(vol, np.eye(4), (1.0, 1.0, 1.0), "x.nii.gz", "nifti")
+    res = reg.register_records(rec, rec)
+    assert res.ddf.shape == (3, 15, 15, 15)
+    np.testing.assert_allclose(res.ddf[2], 4.0, atol=1e-5)
+    np.testing.assert_allclose(res.ddf[:2], 0.0, atol=1e-6)
+    np.testing.assert_allclose(res.warped[:, :, :11], vol[:, :, 4:], atol=1e-4)
+
+
+def test_2d_moving_with_3d_fixed_raises(tmp_path, synthetic_pair, save_nifti):
+    flat = save_nifti(tmp_path / "flat.nii.gz", np.ones((16, 16), np.float32))
+    reg = identity_registrar(3, device="cpu")
+    with pytest.raises(InputError) as ei:
+        reg.register_files(flat, synthetic_pair["fixed"], tmp_path / "out")
+    msg = str(ei.value)
+    assert str(flat) in msg and str(synthetic_pair["fixed"]) in msg
+    assert not (tmp_path / "out").exists()
+    # both 2D but the model is 3D: named too
+    with pytest.raises(InputError, match="flat.nii.gz"):
+        reg.register_files(flat, flat, tmp_path / "out")
+
+
+def test_different_size_and_spacing_lands_on_fixed_grid(tmp_path, hippo_img, save_nifti):
+    img_path, lab_path = hippo_img
+    fix_arr, fix_img = _load(img_path)
+    lab_arr, _ = _load(lab_path)
+    # the same subject on a 48^3 grid of 64/48 mm voxels covering the same 64 mm box
+    sp = 64.0 / 48.0
+    off = -0.5 + sp / 2  # centre of voxel 0, in fixed voxel (= mm) units
+    aff = np.diag([sp, sp, sp, 1.0])
+    aff[:3, 3] = off
+    coords = np.indices((48, 48, 48)).astype(np.float64) * sp + off
+    mov = map_coordinates(fix_arr.astype(np.float64), coords, order=1, mode="nearest").astype(np.float32)
+    mlab = map_coordinates(lab_arr, coords, order=0, mode="nearest").astype(np.int16)
+    mp = save_nifti(tmp_path / "moving48.nii.gz", mov, aff)
+    mlp = save_nifti(tmp_path / "moving48_label.nii.gz", mlab, aff)
+    assert read_image(mp).spacing == pytest.approx((sp, sp, sp))
+
+    reg = identity_registrar(3, labels=[0, 1, 2], device="cpu")
+    out = tmp_path / "out"
+    metrics = reg.register_files(mp, img_path, out, moving_label=mlp, fixed_label=lab_path)
+    warped, w_img = _load(out / "warped.nii.gz")
+    assert warped.shape == (64, 64, 64)
+    np.testing.assert_allclose(w_img.affine, fix_img.affine)
+    assert _load(out / "ddf.nii.gz")[0].shape == (64, 64, 64, 1, 3)
+    wl, wl_img = _load(out / "warped_label.nii.gz")
+    assert wl.shape == (64, 64, 64)
+    np.testing.assert_allclose(wl_img.affine, fix_img.affine)
+    # resampled back onto its own grid: close to the fixed image and labels
+    inner = (slice(2, -2),) * 3
+    corr = np.corrcoef(warped[inner].ravel(), fix_arr[inner].ravel())[0, 1]
+    assert corr > 0.97
+    assert metrics["dice"] > 0.75
+    assert metrics["ncc"] > 0.9
+
+
+def test_png_pair(tmp_path, hc18_dir):
+    mov, fix = hc18_dir / "000_HC.png", hc18_dir / "001_HC.png"
+    mlab, flab = hc18_dir / "000_HC_Annotation.png", hc18_dir / "001_HC_Annotation.png"
+    reg = identity_registrar(2, labels=[0, 1], device="cpu")
+    out = tmp_path / "out"
+    metrics = reg.register_files(mov, fix, out, moving_label=mlab, fixed_label=flab, moving_spacing=(0.07, 0.07), fixed_spacing=(0.09, 0.09))
+    assert sorted(p.name for p in out.iterdir()) == sorted(list(OUTPUT_NAMES) + ["warped.png"])
+    with Image.open(fix) as im:
+        h, w = np.asarray(im).shape
+    warped, w_img = _load(out / "warped.nii.gz")
+    assert warped.shape == (h, w)
+    np.testing.assert_allclose(w_img.affine, np.diag([0.09, 0.09, 1.0, 1.0]))
+    np.testing.assert_allclose(warped, read_image(mov).array, atol=1e-2)  # same size, zero field
+    with Image.open(out / "warped.png") as im:
+        assert np.asarray(im).shape == (h, w)
+    assert _load(out / "ddf.nii.gz")[0].shape == (h, w, 1, 1, 2)
+    direct = label_overlap_and_distance(read_label(mlab).array, read_label(flab).array, [1], spacing=(0.09, 0.09))
+    assert metrics["dice"] == pytest.approx(direct["dice"], abs=1e-6)
+    assert metrics["hd95"] == pytest.approx(direct["hd95"], rel=1e-5)
+
+
+def test_minmax_normalize_and_load_weights(tmp_path):
+    x = torch.stack([torch.arange(4.0).view(1, 2, 2), torch.full((1, 2, 2), 3.0)])
+    y = minmax_normalize(x)
+    torch.testing.assert_close(y[0, 0], torch.tensor([[0.0, 1 / 3], [2 / 3, 1.0]]))
+    assert not y[1].any()
+    with pytest.raises(FileNotFoundError, match="model.pt"):
+        load_weights(nn.Linear(2, 2), tmp_path / "model.pt")
+    src = nn.Linear(2, 2)
+    torch.save({"model": src.state_dict()}, tmp_path / "ck.pt")
+    dst = load_weights(nn.Linear(2, 2), tmp_path / "ck.pt")
+    torch.testing.assert_close(dst.weight, src.weight)
