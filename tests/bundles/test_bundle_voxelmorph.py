@@ -1,0 +1,306 @@
+"""End-to-end checks of the voxelmorph bundle through MONAI's own bundle runner, on real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from morphzoo.paths import repo_root
+
+BUNDLE = repo_root() / "bundles" / "voxelmorph"
+CFG = BUNDLE / "configs"
+SCHEMA = repo_root() / "schemas" / "meta_schema_20240725.json"
+HIPPO = ("hippocampus/img/hippocampus_{}.nii.gz", "hippocampus/label/hippocampus_{}.nii.gz")
+
+
+def _py(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=repo_root())
+
+
+def test_bundle_file_set():
+    for rel in ("configs/metadata.json", "configs/train.json", "configs/inference.json", "configs/evaluate.json",
+                "configs/multi_gpu_train.json", "configs/logging.conf", "configs/task_hc18_reg2d.json",
+                "docs/README.md", "docs/data_license.txt", "LICENSE", "models/model.pt", "models/model_hc18_reg2d.pt"):
+        assert (BUNDLE / rel).is_file(), f"bundles/voxelmorph/{rel} is missing"
+
+
+def test_verify_metadata():
+    proc = _py("-m", "monai.bundle", "verify_metadata", "--meta_file", str(CFG / "metadata.json"), "--filepath", str(SCHEMA))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "metadata is verified with no error" in proc.stdout + proc.stderr
+
+
+def test_verify_metadata_rejects_missing_key(tmp_path):
+    meta = json.loads((CFG / "metadata.json").read_text())
+    del meta["network_data_format"]
+    bad = tmp_path / "metadata.json"
+    bad.write_text(json.dumps(meta))
+    proc = _py("-m", "monai.bundle", "verify_metadata", "--meta_file", str(bad), "--filepath", str(SCHEMA))
+    assert proc.returncode != 0 and "network_data_format" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("overlay", [None, "task_hc18_reg2d.json"])
+def test_verify_net_in_out(overlay, tmp_path):
+    meta = json.loads((CFG / "metadata.json").read_text())
+    configs = [str(CFG / "inference.json")]
+    if overlay:  # the overlay changes the dimensionality: describe it in a metadata copy
+        configs.append(str(CFG / overlay))
+        for part in ("inputs", "outputs"):
+            key = "image" if part == "inputs" else "pred"
+            meta["network_data_format"][part][key]["spatial_shape"] = [160, 240]
+        meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 2
+    mfile = tmp_path / "metadata.json"
+    mfile.write_text(json.dumps(meta))
+    proc = _py("-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", str(mfile),
+               "--config_file", str(configs) if overlay else configs[0], "--bundle_root", str(BUNDLE))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+
+
+def test_ckpt_export_torchscript_matches_network(tmp_path):
+    ts = tmp_path / "model.ts"
+    proc = _py("-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file",
+               str(BUNDLE / "models" / "model.pt"), "--meta_file", str(CFG / "metadata.json"),
+               "--config_file", str(CFG / "inference.json"), "--bundle_root", str(BUNDLE))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scripted = torch.jit.load(str(ts))
+    from morphzoo.networks.nets import VoxelMorphBackbone
+
+    net = VoxelMorphBackbone(3, "vm2")
+    net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", weights_only=True))
+    net.eval()
+    x = torch.rand(1, 2, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-5)
+    assert net(x).abs().max() > 1e-3, "shipped weights look untrained (zero field)"
+
+
+@pytest.mark.parametrize("overlay", [None, "task_hc18_reg2d.json"])
+def test_train_one_short_epoch_on_real_data(overlay, tmp_path, data_dir, bundle_runner):
+    configs = ["train.json"] + ([overlay] if overlay else [])
+    out = tmp_path / "run"
+    proc = bundle_runner("voxelmorph", configs, epoch_length=2, max_epochs=1, max_train_subjects=4, num_val_pairs=2,
+                         batch_size=1, output_dir=out, ckpt_dir=tmp_path / "models")
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    assert any("loss" in r and np.isfinite(r["loss"]) for r in log) or "train_loss" in proc.stdout + proc.stderr
+    val = [r for r in log if "val_mean_dice" in r]
+    assert val and 0.0 <= val[-1]["val_mean_dice"] <= 1.0
+    model_file = "model_hc18_reg2d.pt" if overlay else "model.pt"
+    assert (tmp_path / "models" / model_file).is_file()
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert set(ckpt) >= {"network", "optimizer", "trainer"} and ckpt["trainer"]["iteration"] == 2
+    # the committed weights are never touched by a test run
+    assert not (tmp_path / "models" / model_file).samefile(BUNDLE / "models" / model_file)
+
+
+def test_training_killed_mid_epoch_resumes(tmp_path, data_dir, bundle_command, bundle_runner):
+    """Kill a run (SIGKILL) after a mid-epoch checkpoint, run again: it resumes at the saved
+    iteration with the saved optimizer state (Adam's step count continues) and finishes."""
+    out, models = tmp_path / "run", tmp_path / "models"
+    args = dict(epoch_length=10, max_epochs=1, max_train_subjects=4, num_val_pairs=1, ckpt_interval=2, output_dir=out, ckpt_dir=models)
+    last = out / "checkpoints" / "last.pt"
+    proc = subprocess.Popen(bundle_command("voxelmorph", ["train.json"], **args), cwd=repo_root(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    deadline, saved_iter = time.time() + 300, 0
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if last.exists():
+                saved_iter = torch.load(last, weights_only=True)["trainer"]["iteration"]
+                if saved_iter >= 2:
+                    break
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved = torch.load(last, weights_only=True)
+    saved_iter = saved["trainer"]["iteration"]
+    assert 0 < saved_iter < 10, f"expected a mid-epoch checkpoint, got iteration {saved_iter}"
+    assert not (models / "model.pt").exists(), "killed before validation: no best model yet"
+
+    done = bundle_runner("voxelmorph", ["train.json"], **args)
+    assert f"iteration {saved_iter}" in done.stdout + done.stderr, "resume was not logged"
+    final = torch.load(last, weights_only=True)
+    assert final["trainer"]["iteration"] == 10
+    steps = {int(v["step"]) for v in final["optimizer"]["state"].values()}
+    assert steps == {10}, f"Adam step counts {steps}: optimizer state was not restored"
+    resumed_iters = [json.loads(line)["iteration"] for line in (out / "training_log.jsonl").read_text().splitlines()]
+    assert max(resumed_iters) == 10
+
+
+def _hippo_pair(data_dir: Path, a: str = "004", b: str = "006") -> dict[str, Path]:
+    return {
+        "moving": data_dir / HIPPO[0].format(a), "fixed": data_dir / HIPPO[0].format(b),
+        "moving_label": data_dir / HIPPO[1].format(a), "fixed_label": data_dir / HIPPO[1].format(b),
+    }
+def _same_header(a: Path, b: Path) -> None:
+    ia, ib = nib.load(str(a)), nib.load(str(b))
+    np.testing.assert_allclose(ia.affine, ib.affine, atol=1e-5)
+    assert nib.aff2axcodes(ia.affine) == nib.aff2axcodes(ib.affine)
+    assert int(ia.header["qform_code"]) == int(ib.header["qform_code"])
+    assert int(ia.header["sform_code"]) == int(ib.header["sform_code"])
+    np.testing.assert_allclose(ia.header.get_zooms()[:3], ib.header.get_zooms()[:3], atol=1e-6)
+    assert ia.shape[:3] == ib.shape[:3]
+
+
+def test_register_own_nifti_pair_keeps_fixed_header(tmp_path, data_dir, bundle_runner):
+    pair = _hippo_pair(data_dir)
+    out = tmp_path / "out"
+    bundle_runner("voxelmorph", ["inference.json"], output_dir=out, **{k: str(v) for k, v in pair.items()})
+    for name in ("warped.nii.gz", "warped_label.nii.gz", "ddf.nii.gz", "metrics.json"):
+        assert (out / name).is_file(), name
+    _same_header(out / "warped.nii.gz", pair["fixed"])
+    _same_header(out / "warped_label.nii.gz", pair["fixed"])
+    ddf = nib.load(str(out / "ddf.nii.gz"))
+    assert ddf.shape == (64, 64, 64, 1, 3) and ddf.header.get_intent()[0] == "vector"
+    lab = np.asarray(nib.load(str(out / "warped_label.nii.gz")).dataobj)
+    assert set(np.unique(lab)) <= {0, 1, 2}
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    from morphzoo.metrics import label_overlap_and_distance
+
+    direct = label_overlap_and_distance(lab, np.asarray(nib.load(str(pair["fixed_label"])).dataobj), [1, 2])
+    assert metrics["dice"] == pytest.approx(direct["dice"], abs=1e-6)
+    before = label_overlap_and_distance(np.asarray(nib.load(str(pair["moving_label"])).dataobj),
+                                        np.asarray(nib.load(str(pair["fixed_label"])).dataobj), [1, 2])
+    assert metrics["dice"] > before["dice"], "the trained model should improve on no registration"
+
+
+def test_pair_of_different_size_and_spacing_is_resampled(tmp_path, data_dir, bundle_runner):
+    """A moving image on a coarser 48^3 grid (spacing 4/3 mm) is resampled, not rejected, and the
+    result lands on the fixed image's 64^3 grid and header."""
+    from monai.transforms import Spacing
+
+    pair = _hippo_pair(data_dir)
+    src = nib.load(str(pair["moving"]))
+    img = torch.as_tensor(np.asarray(src.dataobj, dtype=np.float32))[None]
+    from monai.data import MetaTensor
+
+    res = Spacing(pixdim=(4 / 3, 4 / 3, 4 / 3), mode="bilinear")(MetaTensor(img, affine=torch.as_tensor(src.affine)))
+    moving = tmp_path / "moving_48.nii.gz"
+    nib.save(nib.Nifti1Image(res[0].numpy(), res.affine.numpy()), str(moving))
+    assert nib.load(str(moving)).shape != src.shape
+    out = tmp_path / "out"
+    bundle_runner("voxelmorph", ["inference.json"], moving=moving, fixed=pair["fixed"], output_dir=out)
+    _same_header(out / "warped.nii.gz", pair["fixed"])
+
+
+def test_register_own_png_pair_with_task_overlay(tmp_path, data_dir, bundle_runner):
+    hc = data_dir / "hc18" / "training_set"
+    out = tmp_path / "out"
+    bundle_runner("voxelmorph", ["inference.json", "task_hc18_reg2d.json"], moving=hc / "001_HC.png",
+                  fixed=hc / "002_HC.png", moving_label=hc / "001_HC_Annotation.png",
+                  fixed_label=hc / "002_HC_Annotation.png", output_dir=out)
+    from PIL import Image
+
+    h, w = np.asarray(Image.open(hc / "002_HC.png")).shape[:2]
+    assert nib.load(str(out / "warped.nii.gz")).shape == (h, w)
+    assert nib.load(str(out / "ddf.nii.gz")).shape == (h, w, 1, 1, 2)
+    assert (out / "warped.png").is_file()
+    assert json.loads((out / "metrics.json").read_text())["metrics"]["dice"] > 0.5
+
+
+# ---------------------------------------------------------------- bad input: clear error, nothing written
+def _bad_cases(data_dir: Path, tmp: Path) -> dict[str, tuple[dict, str]]:
+    pair = _hippo_pair(data_dir)
+    src = nib.load(str(pair["moving"]))
+    arr = np.asarray(src.dataobj, dtype=np.float32)
+    cases: dict[str, tuple[dict, str]] = {}
+    two_d = tmp / "slice2d.nii.gz"
+    nib.save(nib.Nifti1Image(arr[32], np.eye(4)), str(two_d))
+    cases["2d_vs_3d"] = ({"moving": two_d, "fixed": pair["fixed"]}, "2D")
+    two_ch = tmp / "two_channels.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([arr, arr], -1), src.affine), str(two_ch))
+    cases["two_channels"] = ({"moving": two_ch, "fixed": pair["fixed"]}, "channels")
+    nan = tmp / "nan.nii.gz"
+    bad = arr.copy()
+    bad[10, 10, 10] = np.nan
+    nib.save(nib.Nifti1Image(bad, src.affine), str(nan))
+    cases["nan"] = ({"moving": pair["moving"], "fixed": nan}, "NaN")
+    cases["missing"] = ({"moving": tmp / "nope.nii.gz", "fixed": pair["fixed"]}, "does not exist")
+    trunc = tmp / "truncated.nii.gz"
+    raw = pair["moving"].read_bytes()
+    trunc.write_bytes(raw[: len(raw) // 2])
+    cases["truncated"] = ({"moving": trunc, "fixed": pair["fixed"]}, "corrupt or truncated")
+    lab = tmp / "label_5.nii.gz"
+    larr = np.asarray(nib.load(str(pair["moving_label"])).dataobj).astype(np.int16)
+    larr[0, 0, 0] = 5
+    nib.save(nib.Nifti1Image(larr, src.affine), str(lab))
+    cases["label_values"] = ({"moving": pair["moving"], "fixed": pair["fixed"], "moving_label": lab}, "outside the declared labels")
+    return cases
+
+
+def test_bad_inputs_fail_clearly_and_write_nothing(tmp_path, data_dir):
+    """Each bad input, through MONAI's bundle runner in-process: InputError naming the file and the
+    problem, and the output folder stays empty."""
+    from monai.bundle import run
+
+    from morphzoo.transforms.io import InputError
+
+    for name, (args, problem) in _bad_cases(data_dir, tmp_path).items():
+        out = tmp_path / f"out_{name}"
+        with pytest.raises(Exception) as info:
+            run(config_file=str(CFG / "inference.json"), bundle_root=str(BUNDLE), output_dir=str(out),
+                **{k: str(v) for k, v in args.items()})
+        err = info.value
+        while not isinstance(err, InputError) and err.__cause__ is not None:
+            err = err.__cause__
+        assert isinstance(err, InputError), f"{name}: {info.value!r}"
+        culprit = [str(v) for k, v in args.items() if problem and k in ("moving", "fixed", "moving_label")]
+        assert problem in str(err) and any(c in str(err) for c in culprit), f"{name}: {err}"
+        assert not out.exists() or not any(out.iterdir()), f"{name}: partial output written"
+
+
+def test_bad_input_cli_exits_nonzero_with_message(tmp_path, data_dir, bundle_runner):
+    args, problem = _bad_cases(data_dir, tmp_path)["nan"]
+    out = tmp_path / "out"
+    proc = bundle_runner("voxelmorph", ["inference.json"], check=False, output_dir=out, **{k: str(v) for k, v in args.items()})
+    assert proc.returncode != 0
+    assert f"{args['fixed']}: fixed image contains 1 NaN" in proc.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_existing_output_needs_overwrite(tmp_path, data_dir, bundle_runner):
+    pair = {k: str(v) for k, v in _hippo_pair(data_dir).items() if k in ("moving", "fixed")}
+    out = tmp_path / "out"
+    bundle_runner("voxelmorph", ["inference.json"], output_dir=out, **pair)
+    before = (out / "warped.nii.gz").stat().st_mtime_ns
+    proc = bundle_runner("voxelmorph", ["inference.json"], check=False, output_dir=out, **pair)
+    assert proc.returncode != 0 and "already exist" in proc.stderr and "--overwrite true" in proc.stderr
+    assert (out / "warped.nii.gz").stat().st_mtime_ns == before
+    bundle_runner("voxelmorph", ["inference.json"], output_dir=out, overwrite="true", **pair)
+    assert (out / "warped.nii.gz").stat().st_mtime_ns != before
+
+
+def test_evaluate_config_writes_table_with_identity(tmp_path, data_dir, bundle_runner):
+    out = tmp_path / "eval"
+    proc = bundle_runner("voxelmorph", ["inference.json", "evaluate.json"], output_dir=out, num_pairs=2, num_figures=1)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"voxelmorph", "identity"} and summary["voxelmorph"]["pairs"] == 2
+    rows = (out / "pairs.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2
+    assert "| voxelmorph |" in proc.stdout and "| identity |" in proc.stdout
+    assert summary["identity"]["folding_percent"]["mean"] == 0.0
+
+
+def test_multi_gpu_train_two_processes_gloo(tmp_path, data_dir, bundle_command):
+    """DDP through torchrun with 2 CPU processes (gloo); NCCL is used where GPUs exist."""
+    cmd = bundle_command("voxelmorph", ["train.json", "multi_gpu_train.json"], epoch_length=2, max_epochs=1,
+                         max_train_subjects=4, num_val_pairs=2, output_dir=tmp_path / "run", ckpt_dir=tmp_path / "models")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2"] + cmd[1:]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=repo_root(),
+                          env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (tmp_path / "models" / "model.pt").is_file()
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == 2
+    assert not any(k.startswith("module.") for k in ckpt["network"]), "saved the DDP wrapper, not the network"
