@@ -9,7 +9,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -101,26 +101,63 @@ def _pair_name(item: Mapping[str, Any], k: int) -> str:
     return f"{k:03d}_{a}_to_{b}"
 
 
-def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = SUMMARY_METRICS) -> dict[str, dict[str, Any]]:
-    """Per method: mean/std of each metric over successful pairs, median time, pair and failure counts."""
+def summarize(
+    rows: Sequence[Mapping[str, Any]],
+    metrics: Sequence[str] = SUMMARY_METRICS,
+    reference: str | None = None,
+    parameters: Mapping[str, int | None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per method: mean/std of each metric over successful pairs, median time, pair and failure counts.
+
+    Args:
+        rows: per-pair rows (``method``, ``pair``, metrics, optional ``error``).
+        metrics: the metrics to summarise.
+        reference: a method measured in the same run (e.g. ``"ants_syn"``); each method gets
+            ``speedup = {"reference", "median", "pairs"}``: the median over pairs where both
+            succeeded of ``time_ms(reference) / time_ms(method)`` (> 1: faster than the reference).
+        parameters: method -> number of trainable parameters, stored as ``parameters``.
+    """
     out: dict[str, dict[str, Any]] = {}
+    ref_time: dict[str, float] = {}
+    if reference is not None:
+        ref_time = {
+            r["pair"]: float(r["time_ms"]) for r in rows if r["method"] == reference and not r.get("error") and r.get("time_ms") not in (None, "")
+        }
     for method in dict.fromkeys(r["method"] for r in rows):
         mrows = [r for r in rows if r["method"] == method]
         ok = [r for r in mrows if not r.get("error")]
         s: dict[str, Any] = {"pairs": len(ok), "failed": len(mrows) - len(ok)}
+        if parameters is not None and parameters.get(method) is not None:
+            s["parameters"] = int(parameters[method])
         for m in metrics:
             vals = np.array([float(r[m]) for r in ok if m in r and r[m] not in (None, "") and math.isfinite(float(r[m]))])
             if len(vals):
                 s[m] = {"mean": float(vals.mean()), "std": float(vals.std()), "median": float(np.median(vals))}
+        if ref_time:
+            ratios = [
+                ref_time[r["pair"]] / float(r["time_ms"])
+                for r in ok
+                if r["pair"] in ref_time and r.get("time_ms") not in (None, "") and float(r["time_ms"]) > 0
+            ]
+            if ratios:
+                s["speedup"] = {"reference": reference, "median": float(np.median(ratios)), "pairs": len(ratios)}
         out[method] = s
     return out
 
 
 def summary_markdown(summary: Mapping[str, Mapping[str, Any]], metrics: Sequence[str] = SUMMARY_METRICS) -> str:
-    """A Markdown table: one row per method, mean ± std per metric (time: median ms)."""
+    """A Markdown table: one row per method, mean ± std per metric (time: median ms), and the
+    parameter count and speed-up against the run's reference method when the summary has them."""
     cols = [m for m in metrics if any(m in s for s in summary.values())]
-    head = "| method | pairs | " + " | ".join("ms/pair (median)" if c == "time_ms" else c for c in cols) + " |"
-    lines = [head, "|" + "---|" * (len(cols) + 2)]
+    with_params = any("parameters" in s for s in summary.values())
+    refs = [s["speedup"]["reference"] for s in summary.values() if "speedup" in s]
+    head = "| method | pairs | " + " | ".join("ms/pair (median)" if c == "time_ms" else c for c in cols)
+    if refs:
+        head += f" | speed-up vs {refs[0]} (median)"
+    if with_params:
+        head += " | parameters"
+    head += " |"
+    lines = [head, "|" + "---|" * (len(cols) + 2 + bool(refs) + with_params)]
     for method, s in summary.items():
         cells = []
         for c in cols:
@@ -133,6 +170,12 @@ def summary_markdown(summary: Mapping[str, Mapping[str, Any]], metrics: Sequence
                 cells.append(f"{v['mean']:.1f}")
             else:
                 cells.append(f"{v['mean']:.3f} ± {v['std']:.3f}")
+        if refs:
+            sp = s.get("speedup")
+            cells.append(f"{sp['median']:.3g}×" if sp else "")
+        if with_params:
+            n = s.get("parameters")
+            cells.append(f"{n:,}" if n is not None else "")
         pairs = f"{s['pairs']}" + (f" ({s['failed']} failed)" if s.get("failed") else "")
         lines.append(f"| {method} | {pairs} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -166,10 +209,22 @@ def evaluate_pairs(
     num_figures: int = 2,
     distances: bool = True,
     progress: bool = True,
+    metrics: Sequence[str] = SUMMARY_METRICS,
+    reference_method: str | None = None,
+    on_result: Callable[[str, Mapping[str, Any], int, RegistrationResult], None] | None = None,
 ) -> dict[str, Any]:
     """Run every method on the same pairs and write ``pairs.csv``, ``summary.json``,
     ``summary.md``, ``dice_boxplot.png`` and a registration panel per method for the first
     ``num_figures`` pairs. A method failing on a pair is recorded with its error; the run goes on.
+
+    Args:
+        metrics: the metrics summarised in ``summary.json``/``summary.md``.
+        reference_method: a method of ``methods`` to compare speed against (see :func:`summarize`).
+        on_result: called as ``on_result(method, item, k, result)`` after each successful
+            registration (e.g. to export the field); an exception there counts as the method's failure.
+
+    The summary also carries each method's parameter count: the Registrar's ``num_parameters``
+    attribute if set (bundles, baselines), else the parameters of its network.
 
     Returns:
         the summary dict (also written as JSON).
@@ -192,6 +247,8 @@ def evaluate_pairs(
             try:
                 res: RegistrationResult = reg.register_records(mov, fix, mlab, flab, distances=distances)
                 row.update(res.metrics)
+                if on_result is not None:
+                    on_result(method, item, k, res)
                 if k < num_figures:
                     _panel(out / "figures" / f"{name}_{method}.png", mov, fix, res, mlab, flab, reg)
             except Exception as e:
@@ -199,9 +256,10 @@ def evaluate_pairs(
                 row["error"] = f"{type(e).__name__}: {e}"
             rows.append(row)
     write_pairs_csv(rows, out / "pairs.csv")
-    summary = summarize(rows)
+    params = {m: _num_parameters(reg) for m, reg in methods.items()}
+    summary = summarize(rows, metrics, reference=reference_method if reference_method in methods else None, parameters=params)
     _atomic_text(out / "summary.json", json.dumps(summary, indent=2))
-    _atomic_text(out / "summary.md", summary_markdown(summary))
+    _atomic_text(out / "summary.md", summary_markdown(summary, metrics))
     try:
         from morphzoo.viz import boxplot_by_method
 
@@ -211,6 +269,13 @@ def evaluate_pairs(
     except ImportError:
         pass
     return summary
+
+
+def _num_parameters(reg: Registrar) -> int | None:
+    n = getattr(reg, "num_parameters", None)
+    if n is None and getattr(reg, "network", None) is not None:
+        n = sum(p.numel() for p in reg.network.parameters())
+    return None if n is None else int(n)
 
 
 def _panel(path: Path, mov, fix, res: RegistrationResult, mlab, flab, reg: Registrar) -> None:

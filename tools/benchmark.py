@@ -1,0 +1,296 @@
+#!/usr/bin/env python
+"""Compare registration bundles and classical baselines on the same test pairs, in one run.
+
+Every method goes through the same :class:`~morphzoo.inference.Registrar` code (resampling onto
+the fixed grid, warping, metrics) on the first N of the 100 fixed test pairs of
+``datalists/<task>.json``; speed is compared as ratios against ANTs SyN measured in the same run.
+
+Examples::
+
+    python tools/benchmark.py --task hippocampus3d --pairs 10 --methods identity,ants_syn,elastix_bspline
+    python tools/benchmark.py --task hc18_reg2d                       # every available method, 100 pairs
+    python tools/benchmark.py --task hippocampus3d --learn2reg-export --readme
+
+Methods (``--methods``, comma-separated; default: all available):
+    identity                 no registration (the floor)
+    ants_syn                 ANTs SyN (antspyx)             } need ``pip install -e .[baselines]``
+    elastix_bspline          elastix B-spline (itk-elastix) }
+    <bundle>                 any registration bundle under bundles/ (weights for the task must exist)
+    NAME=module:attr         any importable ``field_fn(moving, fixed) -> ddf`` (or a Registrar)
+
+Outputs in ``--out`` (default ``outputs/benchmark/<task>``, git-ignored): ``pairs.csv`` (one row per method and
+pair, with the error of a failed registration), ``summary.json``, ``summary.md``, ``run.json``
+(command, date, device, threads, wall time), ``dice_boxplot.png``, ``figures/`` (panels of the
+first ``--figures`` pairs) and, with ``--learn2reg-export``, ``learn2reg/<method>/disp_FFFF_0000_MMMM_0000.npz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib
+import json
+import os
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+TASKS: dict[str, dict[str, Any]] = {
+    # network grid of every method (bundles use their own config's; this is the baselines'/plugins')
+    "hippocampus3d": {
+        "spatial_size": (64, 64, 64),
+        "metrics": ("dice", "dice_1", "dice_2", "hd95", "assd", "folding_percent", "sdlogj", "ncc", "time_ms"),
+    },
+    "hippocampus2d": {
+        "spatial_size": (64, 64),
+        "metrics": ("dice", "dice_1", "dice_2", "hd95", "assd", "folding_percent", "sdlogj", "ncc", "time_ms"),
+    },
+    "hc18_reg2d": {
+        "spatial_size": (160, 240),
+        "metrics": ("dice", "hd", "hd95", "assd", "folding_count", "folding_percent", "jacobian_std", "ncc", "ssim", "nmi", "time_ms"),
+    },
+}
+BASELINE_NAMES = ("ants_syn", "elastix_bspline")
+REFERENCE = "ants_syn"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--task", required=True, choices=sorted(TASKS))
+    p.add_argument("--methods", default=None, help="comma-separated method names (default: every available one)")
+    p.add_argument("--pairs", type=int, default=None, help="first N of the 100 fixed test pairs (default: all)")
+    p.add_argument("--device", default=None, help="torch device for networks, warping and metrics (default: cuda if available)")
+    p.add_argument("--out", default=None, help="output folder (default: outputs/benchmark/<task>)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch, ANTs and elastix (default: all cores)")
+    p.add_argument("--figures", type=int, default=2, help="registration panels for the first N pairs (default 2)")
+    p.add_argument("--no-distances", action="store_true", help="skip HD/HD95/ASSD (faster)")
+    p.add_argument("--learn2reg-export", action="store_true", help="write displacement fields as Learn2Reg npz files")
+    p.add_argument(
+        "--readme",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="rewrite this task's results block in README.md (or PATH) between <!-- results:<task>:start/end --> markers",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if args.pairs is not None and args.pairs < 1:
+        p.error("--pairs must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
+    return args
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------- methods
+def build_methods(names: list[str] | None, task: str, spatial_dims: int, labels: list[int], device, threads: int):
+    """Build the Registrars. With ``names=None`` every available method is taken and the
+    unavailable ones are returned in ``skipped`` (name -> reason); a named method that cannot be
+    built raises."""
+    from morphzoo.inference import identity_registrar
+    from morphzoo.inference.baselines import baseline_registrar
+    from morphzoo.inference.bundles import list_registration_bundles, load_bundle_registrar
+    from morphzoo.inference.registrar import Registrar
+
+    bundles = list_registration_bundles()
+    explicit = names is not None
+    if names is None:
+        names = ["identity", *BASELINE_NAMES, *bundles]
+    size = TASKS[task]["spatial_size"]
+    methods: dict[str, Registrar] = {}
+    skipped: dict[str, str] = {}
+    for spec in names:
+        name, _, target = spec.partition("=")
+        try:
+            if name in methods:
+                raise ValueError(f"method {name!r} given twice.")
+            if target:
+                methods[name] = _plugin(target, spatial_dims, size, labels, device)
+            elif name == "identity":
+                methods[name] = identity_registrar(spatial_dims, labels, device)
+                methods[name].num_parameters = 0
+            elif name in BASELINE_NAMES:
+                kw = {"number_of_threads": threads} if name == "elastix_bspline" else {}
+                methods[name] = baseline_registrar(name, spatial_dims, size, labels, device, **kw)
+            elif name in bundles:
+                methods[name] = load_bundle_registrar(bundles[name], task=task, device=device)
+                if methods[name].spatial_dims != spatial_dims:
+                    raise ValueError(f"bundle {name} registers {methods[name].spatial_dims}D images, task {task} is {spatial_dims}D.")
+            else:
+                raise ValueError(
+                    f"unknown method {name!r}: choose from identity, {', '.join(BASELINE_NAMES)}, "
+                    f"{', '.join(bundles) or '(no bundles)'} or NAME=module:attr."
+                )
+        except Exception as e:
+            methods.pop(name, None)
+            if explicit:
+                raise SystemExit(f"benchmark: cannot use method {name!r}: {type(e).__name__}: {e}") from e
+            skipped[name] = f"{type(e).__name__}: {e}"
+    return methods, skipped
+
+
+def _plugin(target: str, spatial_dims: int, size, labels, device):
+    from morphzoo.inference.registrar import Registrar
+
+    mod, _, attr = target.partition(":")
+    if not mod or not attr:
+        raise ValueError(f"{target!r}: expected module:attr")
+    obj = importlib.import_module(mod)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if isinstance(obj, Registrar):
+        return obj
+    if not callable(obj):
+        raise TypeError(f"{target} is neither a Registrar nor a field_fn(moving, fixed) -> ddf.")
+    return Registrar(None, spatial_dims, spatial_size=size, labels=labels, device=device, size_multiple=1, field_fn=obj)
+
+
+# ---------------------------------------------------------------------------- Learn2Reg export
+def learn2reg_name(item: Mapping[str, Any]) -> str:
+    """``disp_FFFF_0000_MMMM_0000.npz`` from the pair's subject numbers (fixed first)."""
+
+    def number(role: str) -> int:
+        subj = str(item.get(f"{role}_subject") or Path(str(item[role])).name.split(".")[0])
+        m = re.search(r"(\d+)\D*$", subj)
+        if not m:
+            raise ValueError(f"no subject number in {subj!r}")
+        return int(m.group(1))
+
+    return f"disp_{number('fixed'):04d}_0000_{number('moving'):04d}_0000.npz"
+
+
+def learn2reg_array(ddf) -> "Any":
+    """Our ``(N, *S)`` ddf as Learn2Reg's channel-last ``(*S, N)`` float32 array: the same values,
+    so that ``map_coordinates(moving, identity + disp)`` (with ``disp`` moved back to the first
+    axis) is the warped moving image."""
+    import numpy as np
+
+    return np.ascontiguousarray(np.moveaxis(np.asarray(ddf, dtype=np.float32), 0, -1))
+
+
+def make_exporter(out: Path):
+    import numpy as np
+
+    def export(method: str, item: Mapping[str, Any], k: int, res) -> None:
+        d = out / "learn2reg" / method
+        d.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(d / learn2reg_name(item), learn2reg_array(res.ddf))
+
+    return export
+
+
+# ---------------------------------------------------------------------------- README block
+def readme_block(task: str, table: str, command: str, info: Mapping[str, Any]) -> str:
+    return (
+        f"<!-- results:{task}:start -->\n"
+        f"Generated on {info['date']} by `{command}`: {info['pairs']} test pairs, device {info['device']}, "
+        f"{info['threads']} CPU threads, wall time {info['wall_s']:.0f} s. Speed-ups are medians of per-pair time "
+        f"ratios against the reference measured in the same run; absolute times depend on the machine.\n\n"
+        f"{table.rstrip()}\n"
+        f"<!-- results:{task}:end -->"
+    )
+
+
+def update_readme(path: Path, task: str, block: str) -> None:
+    """Replace the block between this task's markers, or append a section holding it."""
+    start, end = f"<!-- results:{task}:start -->", f"<!-- results:{task}:end -->"
+    text = path.read_text() if path.exists() else "# MorphZoo\n"
+    i, j = text.find(start), text.find(end)
+    if i >= 0 and j > i:
+        text = text[:i] + block + text[j + len(end) :]
+    else:
+        text = text.rstrip("\n") + f"\n\n## Benchmark: {task}\n\n{block}\n"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    threads = args.threads or _cores()
+    # ITK (ANTs, elastix) reads this when its thread pool is first made: set it before importing them
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
+
+    import torch
+
+    torch.set_num_threads(threads)
+    from morphzoo.inference import evaluate_pairs
+    from morphzoo.paths import datalist_path, repo_root
+
+    dl_path = datalist_path(args.task)
+    if not dl_path.is_file():
+        raise SystemExit(f"benchmark: {dl_path} not found; build it with `python tools/prepare_data.py --tasks {args.task}`.")
+    datalist = json.loads(dl_path.read_text())
+    items = datalist["test"][: args.pairs or None]
+    spatial_dims = int(datalist.get("spatial_dims", len(TASKS[args.task]["spatial_size"])))
+    labels = sorted(int(k) for k in datalist["labels"])
+    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    names = [s.strip() for s in args.methods.split(",") if s.strip()] if args.methods else None
+    methods, skipped = build_methods(names, args.task, spatial_dims, labels, device, threads)
+    for name, why in skipped.items():
+        print(f"benchmark: skipping {name}: {why}", file=sys.stderr)
+    if not methods:
+        raise SystemExit("benchmark: no method to run.")
+    out = Path(args.out) if args.out else repo_root() / "outputs" / "benchmark" / args.task
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"benchmark: {args.task}, {len(items)} pairs, methods {', '.join(methods)}, device {device}, {threads} threads -> {out}", file=sys.stderr)
+
+    metrics = TASKS[args.task]["metrics"]
+    summary = evaluate_pairs(
+        methods,
+        items,
+        out,
+        labels=labels,
+        num_figures=args.figures,
+        distances=not args.no_distances,
+        progress=not args.no_progress,
+        metrics=metrics,
+        reference_method=REFERENCE,
+        on_result=make_exporter(out) if args.learn2reg_export else None,
+    )
+    from morphzoo.inference import summary_markdown
+
+    table = summary_markdown(summary, metrics)
+    wall = time.perf_counter() - t_start
+    command = "python tools/benchmark.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    info = {
+        "task": args.task,
+        "command": command,
+        "date": _dt.datetime.now().strftime("%Y-%m-%d"),
+        "pairs": len(items),
+        "methods": list(methods),
+        "skipped": skipped,
+        "device": str(device),
+        "threads": threads,
+        "reference": REFERENCE if REFERENCE in methods else None,
+        "wall_s": wall,
+        "torch": torch.__version__,
+    }
+    (out / "run.json").write_text(json.dumps(info, indent=2))
+    if args.readme is not None:
+        readme = Path(args.readme) if args.readme else repo_root() / "README.md"
+        update_readme(readme, args.task, readme_block(args.task, table, command, info))
+        print(f"benchmark: results written into {readme}", file=sys.stderr)
+    failed = {m: s["failed"] for m, s in summary.items() if s.get("failed")}
+    print(table)
+    if failed:
+        print("failed pairs (see pairs.csv, column 'error'): " + ", ".join(f"{m}: {n}" for m, n in failed.items()))
+    print(f"wall time: {wall:.1f} s ({len(items)} pairs x {len(methods)} methods); outputs in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
