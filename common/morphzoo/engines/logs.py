@@ -12,6 +12,12 @@ from ignite.engine import Engine, Events
 __all__ = ["TrainingLog"]
 
 
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 class TrainingLog:
     """Append one JSON record per ``log_interval`` iterations (loss and loss terms) and one per
     validation (evaluator metrics) to ``path``, and draw ``training_curves.png`` beside it at the
@@ -35,6 +41,8 @@ class TrainingLog:
         self._trainer: Engine | None = None
 
     def _write(self, rec: dict[str, Any]) -> None:
+        if _rank() != 0:  # one log per distributed run
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -61,7 +69,7 @@ class TrainingLog:
         self._write(rec)
 
     def _log_epoch(self, engine: Engine) -> None:
-        if not self.plot or not self.path.exists():
+        if not self.plot or _rank() != 0 or not self.path.exists():
             return
         try:
             from morphzoo.viz import plot_training_curves
