@@ -9,4 +9,5 @@ from morphzoo.inference.evaluate import (
     summarize,
     summary_markdown,
 )
+from morphzoo.inference.instance import InstanceOptimization
 from morphzoo.inference.registrar import OUTPUT_NAMES, Registrar, RegistrationResult, load_weights, minmax_normalize

@@ -163,7 +163,7 @@ class Registrar:
         mov = minmax_normalize(mov_raw)
         fix = minmax_normalize(torch.as_tensor(fixed.array, dtype=torch.float32)[None, None]).to(self.device)
 
-        if not self._warm:  # first call: allocator / kernel selection, not timed
+        if not self._warm and self.field_fn is None:  # first call: allocator / kernel selection, not timed
             self.predict_field(mov, fix)
             self._warm = True
         self._sync()
