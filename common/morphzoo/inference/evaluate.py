@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from morphzoo.data.labels import clean_label
 from morphzoo.inference.registrar import Registrar, RegistrationResult
 from morphzoo.paths import data_root
 from morphzoo.transforms.io import ImageRecord, read_image, read_label
@@ -68,13 +69,9 @@ def load_pair_item(item: Mapping[str, Any], labels: Sequence[int] | None = None,
         if lp is not None:
             lab = read_label(lp, spacing=sp, what=f"{role} label")
             if labels is not None:
-                bad = ~np.isin(lab.array, list(labels))
-                if bad.any():
-                    if label_policy == "error":
-                        read_label(lp, allowed=labels, spacing=sp, what=f"{role} label")  # raises with details
-                    vals = np.unique(lab.array[bad]).tolist()
-                    logger.warning("%s: label values %s in %d voxels are not declared labels; mapped to 0.", lp, vals, int(bad.sum()))
-                    lab.array = np.where(bad, 0, lab.array).astype(np.int16)
+                if label_policy == "error":
+                    read_label(lp, allowed=labels, spacing=sp, what=f"{role} label")  # raises with details
+                lab.array = clean_label(lab.array, list(labels), source=str(lp)).astype(np.int16)
         if "slice_axis" in item:
             ax, ix = int(item["slice_axis"]), int(item["slice_index"])
             img = _slice_record(img, ax, ix)

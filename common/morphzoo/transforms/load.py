@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform
 
+from morphzoo.data.labels import clean_label
 from morphzoo.paths import data_root
 from morphzoo.transforms.io import InputError, check_label_values, read_image, read_label
 
@@ -81,13 +82,11 @@ class LoadSubjectd(MapTransform):
             if larr.shape != arr.shape:
                 raise InputError(f"{lab_path}: label shape {larr.shape} differs from image shape {arr.shape}.")
             if self.allowed is not None:
-                bad = check_label_values(lab.array, self.allowed)
-                if bad and self.label_policy == "error":
-                    raise InputError(f"{lab_path}: label values outside {self.allowed}: {bad}.")
-                for v, c in bad.items():
-                    logger.warning("%s: label value %d in %d voxels is not a declared label; mapped to 0.", lab_path, v, c)
-                if bad:
-                    larr = np.where(np.isin(larr, self.allowed), larr, 0)
+                if self.label_policy == "error":
+                    bad = check_label_values(lab.array, self.allowed)
+                    if bad:
+                        raise InputError(f"{lab_path}: label values outside {self.allowed}: {bad}.")
+                larr = clean_label(larr, self.allowed, source=str(lab_path))
             d[label_key] = torch.as_tensor(np.ascontiguousarray(larr))[None].float()
         elif label_key is not None:
             d.pop(label_key, None)
