@@ -7,13 +7,14 @@ import os
 import nibabel as nib
 import numpy as np
 import pytest
+
+from morphzoo.data.labels import unexpected_label_counts
 from PIL import Image
 
 from morphzoo.transforms.io import (
     ImageRecord,
     InputError,
     atomic_output_dir,
-    check_label_values,
     check_outputs_free,
     read_image,
     read_label,
@@ -157,8 +158,8 @@ def test_read_label_values_outside_allowed(tmp_path, save_nifti):
     msg = str(ei.value)
     assert str(p) in msg
     assert "7 (2 voxels)" in msg and "-2 (1 voxels)" in msg
-    assert check_label_values(a, [0, 1]) == {-2: 1, 7: 2}
-    assert check_label_values(a, [-2, 0, 1, 7]) == {}
+    assert unexpected_label_counts(a, [0, 1]) == {-2: 1, 7: 2}
+    assert unexpected_label_counts(a, [-2, 0, 1, 7]) == {}
     # without `allowed` the map is read as is
     np.testing.assert_array_equal(read_label(p).array, a)
 

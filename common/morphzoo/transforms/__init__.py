@@ -4,7 +4,6 @@ from morphzoo.transforms.io import (
     ImageRecord,
     InputError,
     atomic_output_dir,
-    check_label_values,
     check_outputs_free,
     read_image,
     read_label,

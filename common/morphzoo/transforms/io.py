@@ -19,12 +19,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from morphzoo.data.labels import unexpected_label_counts
+
 __all__ = [
     "InputError",
     "ImageRecord",
     "read_image",
     "read_label",
-    "check_label_values",
     "write_nifti_like",
     "write_png",
     "atomic_output_dir",
@@ -180,13 +181,6 @@ def read_image(
     return ImageRecord(array=arr, affine=affine, spacing=tuple(sp[: arr.ndim]), path=p, kind=kind, header=header)
 
 
-def check_label_values(array: np.ndarray, allowed: Sequence[int]) -> dict[int, int]:
-    """Counts of label values not in ``allowed`` (empty dict when the map is clean)."""
-    values, counts = np.unique(array, return_counts=True)
-    allowed_set = {int(a) for a in allowed}
-    return {int(v): int(c) for v, c in zip(values, counts) if int(v) not in allowed_set}
-
-
 def read_label(
     path: str | os.PathLike,
     *,
@@ -219,7 +213,7 @@ def read_label(
     if not np.all(np.equal(np.round(arr), arr)):
         raise InputError(f"{rec.path}: {what} holds non-integer values; expected an integer label map.")
     if allowed is not None:
-        bad = check_label_values(arr, allowed)
+        bad = unexpected_label_counts(arr, allowed)
         if bad:
             desc = ", ".join(f"{v} ({c} voxels)" for v, c in sorted(bad.items()))
             raise InputError(

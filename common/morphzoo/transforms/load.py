@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform
 
-from morphzoo.data.labels import clean_label
+from morphzoo.data.labels import clean_label, unexpected_label_counts
 from morphzoo.paths import data_root
-from morphzoo.transforms.io import InputError, check_label_values, read_image, read_label
+from morphzoo.transforms.io import InputError, read_image, read_label
 
 __all__ = ["LoadSubjectd"]
 
@@ -83,7 +83,7 @@ class LoadSubjectd(MapTransform):
                 raise InputError(f"{lab_path}: label shape {larr.shape} differs from image shape {arr.shape}.")
             if self.allowed is not None:
                 if self.label_policy == "error":
-                    bad = check_label_values(lab.array, self.allowed)
+                    bad = unexpected_label_counts(lab.array, self.allowed)
                     if bad:
                         raise InputError(f"{lab_path}: label values outside {self.allowed}: {bad}.")
                 larr = clean_label(larr, self.allowed, source=str(lab_path))
