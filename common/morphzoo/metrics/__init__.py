@@ -3,6 +3,7 @@
 - :mod:`morphzoo.metrics.jacobian`: Jacobian determinant of ``x + ddf(x)`` and folding statistics.
 - :mod:`morphzoo.metrics.similarity`: global NCC, NMI, MSE/RMSE and SSIM between image batches.
 - :mod:`morphzoo.metrics.labels`: Dice, IoU, precision/recall, HD/HD95/ASSD of label maps.
+- :mod:`morphzoo.metrics.ellipse`: ellipse fit of a mask and head circumference (HC18).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .jacobian import (
     jacobian_std,
     sdlogj,
 )
+from .ellipse import Ellipse, ellipse_circumference, fit_ellipse, head_circumference
 from .labels import label_overlap_and_distance, segmentation_scores
 from .similarity import mse, ncc_global, nmi, rmse, ssim
 
@@ -32,4 +34,8 @@ __all__ = [
     "ssim",
     "label_overlap_and_distance",
     "segmentation_scores",
+    "Ellipse",
+    "fit_ellipse",
+    "ellipse_circumference",
+    "head_circumference",
 ]
