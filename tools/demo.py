@@ -10,6 +10,9 @@ Steps (outputs under ``--out``, default ``outputs/demo``):
 3. ``hippocampus3d/`` and ``hc18_reg2d/``: ``tools/benchmark.py`` on the first ``--pairs`` test
    pairs with identity, ANTs SyN (if installed) and every registration bundle's shipped weights;
    prints the tables and writes figures (Dice box plots, registration panels).
+4. ``segmentation/``: the fetal_us_seg bundle segments one HC18 test image as a user would
+   (``--image``, mask + ellipse overlay + head circumference), then its ``evaluate.json`` compares
+   it with the plain U-Net on the first ``--images`` test images (Dice, HD95, HC error, ms).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(REPO / "outputs" / "demo"))
     p.add_argument("--pairs", type=int, default=10, help="test pairs per benchmark task (default 10)")
+    p.add_argument("--images", type=int, default=10, help="HC18 test images for the segmentation table (default 10)")
     p.add_argument("--train-steps", type=int, default=20, help="iterations of the demo training run (0: skip)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -80,6 +84,17 @@ def main(argv: list[str] | None = None) -> int:
         bundles = [b for b in list_registration_bundles() if _has_weights(b, task)]
         benchmark.main(["--task", task, "--pairs", str(args.pairs), "--methods", ",".join(methods + bundles),
                         "--out", str(out / task), "--no-progress"])
+    seg = REPO / "bundles" / "fetal_us_seg" / "models" / "model.pt"
+    if seg.is_file():
+        print("\n== 4. segment a fetal head as a user would, then the segmentation table ==", flush=True)
+        item = json.loads(datalist_path("hc18_seg").read_text())["test"][0]
+        _bundle_run(["inference.json"], bundle="fetal_us_seg", image=root / item["image"],
+                    pixel_size_mm=item["pixel_size_mm"], output_dir=out / "segmentation" / "own_image", overwrite="true")
+        res = json.loads((out / "segmentation" / "own_image" / "result.json").read_text())
+        print(f"own image: head circumference {res['head_circumference']} {res['head_circumference_unit']} "
+              f"(reference {item['hc_mm']} mm), {res['time_ms']:.0f} ms -> {out / 'segmentation' / 'own_image'}")
+        _bundle_run(["inference.json", "evaluate.json"], bundle="fetal_us_seg", num_images=args.images,
+                    output_dir=out / "segmentation" / "hc18_seg", compare_plain_unet=(REPO / "bundles" / "fetal_us_seg" / "models" / "model_plain_unet.pt").is_file())
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; outputs in {out}")
     return 0
 

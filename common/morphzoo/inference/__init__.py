@@ -11,3 +11,4 @@ from morphzoo.inference.evaluate import (
 )
 from morphzoo.inference.instance import InstanceOptimization
 from morphzoo.inference.registrar import OUTPUT_NAMES, Registrar, RegistrationResult, load_weights, minmax_normalize
+from morphzoo.inference.segment import SEGMENTATION_METRICS, SegmentationRunner, Segmenter, evaluate_segmentation

@@ -142,13 +142,14 @@ def summarize(
     return out
 
 
-def summary_markdown(summary: Mapping[str, Mapping[str, Any]], metrics: Sequence[str] = SUMMARY_METRICS) -> str:
+def summary_markdown(summary: Mapping[str, Mapping[str, Any]], metrics: Sequence[str] = SUMMARY_METRICS, unit: str = "pair") -> str:
     """A Markdown table: one row per method, mean ± std per metric (time: median ms), and the
-    parameter count and speed-up against the run's reference method when the summary has them."""
+    parameter count and speed-up against the run's reference method when the summary has them.
+    ``unit`` names what a row counts (``"pair"`` for registration, ``"image"`` for segmentation)."""
     cols = [m for m in metrics if any(m in s for s in summary.values())]
     with_params = any("parameters" in s for s in summary.values())
     refs = [s["speedup"]["reference"] for s in summary.values() if "speedup" in s]
-    head = "| method | pairs | " + " | ".join("ms/pair (median)" if c == "time_ms" else c for c in cols)
+    head = f"| method | {unit}s | " + " | ".join(f"ms/{unit} (median)" if c == "time_ms" else c for c in cols)
     if refs:
         head += f" | speed-up vs {refs[0]} (median)"
     if with_params:

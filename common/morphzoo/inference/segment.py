@@ -1,0 +1,273 @@
+"""Segmentation inference for MorphZoo segmentation bundles: one image or a test split.
+
+The bundle's own MONAI ``preprocessing`` / ``inferer`` / ``postprocessing`` (the keys MONAI Label's
+bundle tasks read) do the work, so the bundle command line and a MONAI Label server run the same
+transforms. Output masks are in each input image's original grid and header; for a head mask an
+ellipse is fitted and the head circumference reported (HC18's clinical read-out).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from monai.data import decollate_batch
+from monai.inferers import Inferer, SimpleInferer
+
+from morphzoo.data.labels import clean_label
+from morphzoo.metrics.ellipse import fit_ellipse
+from morphzoo.metrics.labels import segmentation_scores
+from morphzoo.paths import data_root
+from morphzoo.transforms.io import (
+    ImageRecord,
+    InputError,
+    atomic_output_dir,
+    check_outputs_free,
+    read_image,
+    read_label,
+    write_nifti_like,
+    write_png,
+)
+
+__all__ = ["Segmenter", "SegmentationResult", "SegmentationRunner", "evaluate_segmentation", "SEGMENTATION_METRICS"]
+
+logger = logging.getLogger(__name__)
+
+SEGMENTATION_METRICS = ("dice", "iou", "precision", "recall", "rmse", "hd95", "assd", "hc_abs_error_mm", "time_ms")
+OUTPUT_NAMES = ("mask.nii.gz", "overlay.png", "result.json")
+
+
+class SegmentationResult(dict):
+    """``prob`` (foreground probability, original grid), ``mask``, ``ellipse``, ``hc``, ``time_ms``."""
+
+
+class Segmenter:
+    """Segment a 2D/3D image with a bundle's network and transforms, in the image's original grid.
+
+    Args:
+        network: image -> logits ``(B, num_classes, *S)``.
+        preprocessing: the bundle's MONAI dict transform for ``{"image": path}`` (load, scale,
+            resize); it must keep MetaTensor metadata so ``postprocessing`` can invert it.
+        postprocessing: dict transform on ``{"pred": logits, "image": ...}`` that returns ``pred``
+            as per-class probabilities in the original grid (softmax + ``Invertd``).
+        inferer: MONAI inferer (default :class:`monai.inferers.SimpleInferer`).
+        device: torch device.
+        spatial_dims: 2 or 3; inputs of another dimensionality are rejected.
+        foreground: class channel whose probability is the foreground map.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        preprocessing: Callable,
+        postprocessing: Callable,
+        inferer: Inferer | None = None,
+        device: str | torch.device | None = None,
+        spatial_dims: int = 2,
+        foreground: int = 1,
+    ) -> None:
+        self.network = network
+        self.preprocessing = preprocessing
+        self.postprocessing = postprocessing
+        self.inferer = inferer or SimpleInferer()
+        self.device = torch.device(device) if device is not None else next(network.parameters()).device
+        self.spatial_dims = spatial_dims
+        self.foreground = foreground
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.network.parameters())
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.no_grad()
+    def predict(self, path: str | Path) -> tuple[np.ndarray, float]:
+        """Foreground probability ``(*S)`` in the image's original grid, and the time in ms."""
+        self.network.eval()
+        self._sync()
+        t0 = time.perf_counter()
+        data = self.preprocessing({"image": str(path)})
+        img = data["image"]
+        batch = img.unsqueeze(0).to(self.device)
+        logits = self.inferer(batch, self.network)
+        data["pred"] = decollate_batch(logits)[0]
+        data = self.postprocessing(data)
+        prob = data["pred"][self.foreground]
+        self._sync()
+        ms = (time.perf_counter() - t0) * 1000.0
+        return np.asarray(prob.detach().cpu().float().numpy()), ms
+
+    def segment(self, path: str | Path, spacing: Sequence[float] | None = None) -> tuple[SegmentationResult, ImageRecord]:
+        """Validate and segment one image; fit the ellipse and the circumference on 2D masks.
+
+        Args:
+            path: NIfTI or PNG/JPEG image.
+            spacing: pixel size for PNG files (HC18: the CSV's mm per pixel); NIfTI uses its header.
+
+        Raises:
+            InputError: missing/corrupt file, wrong dimensionality, several channels, NaN/Inf.
+        """
+        rec = read_image(path, spatial_dims=self.spatial_dims, spacing=spacing, what="image")
+        prob, ms = self.predict(rec.path)
+        if prob.shape != rec.array.shape:
+            raise RuntimeError(f"{rec.path}: prediction of shape {prob.shape} is not in the image grid {rec.array.shape}.")
+        mask = (prob >= 0.5).astype(np.uint8)
+        res = SegmentationResult(prob=prob, mask=mask, time_ms=ms, ellipse=None, hc=float("nan"))
+        if self.spatial_dims == 2:
+            fit = fit_ellipse(mask, rec.spacing)
+            if fit is not None:
+                res["ellipse"], res["hc"] = fit
+        return res, rec
+
+    def write_outputs(self, res: SegmentationResult, rec: ImageRecord, output_dir: str | Path, overwrite: bool = False, spacing_known: bool = True) -> Path:
+        """Write ``mask.nii.gz`` (input grid and header), ``mask.png`` for PNG input, the overlay
+        with the fitted ellipse and ``result.json`` (HC, ellipse, time) atomically."""
+        names = list(OUTPUT_NAMES) + (["mask.png"] if rec.kind == "png" else [])
+        check_outputs_free(output_dir, names, overwrite)
+        unit = "mm" if spacing_known else "pixels"
+        ell = res["ellipse"]
+        meta = {
+            "image": str(rec.path),
+            "mask": "mask.nii.gz",
+            "foreground_pixels": int(res["mask"].sum()),
+            "head_circumference": None if math.isnan(res["hc"]) else round(float(res["hc"]), 3),
+            "head_circumference_unit": unit,
+            "ellipse_px": None if ell is None else dict(ell._asdict()),
+            "time_ms": round(float(res["time_ms"]), 2),
+        }
+        from morphzoo.viz import overlay_mask
+
+        with atomic_output_dir(output_dir) as tmp:
+            write_nifti_like(res["mask"].astype(np.uint8), rec, tmp / "mask.nii.gz")
+            if rec.kind == "png":
+                write_png(res["mask"].astype(np.float32) * 255.0, tmp / "mask.png")
+            title = "mask" if ell is None else f"HC {res['hc']:.1f} {unit}"
+            overlay_mask(rec.array, res["mask"], tmp / "overlay.png", extra=None if ell is None else tuple(ell), title=title)
+            (tmp / "result.json").write_text(json.dumps(meta, indent=2))
+        logger.info("segmented %s in %.1f ms (HC %s %s); outputs in %s", rec.path, res["time_ms"], meta["head_circumference"], unit, output_dir)
+        return Path(output_dir)
+
+
+def _abs(path: str, root: Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else root / p
+
+
+def _item_name(item: Mapping[str, Any], k: int) -> str:
+    return Path(str(item["image"])).name.split(".")[0] or f"image_{k:03d}"
+
+
+def evaluate_segmentation(
+    methods: Mapping[str, Segmenter],
+    items: Sequence[Mapping[str, Any]],
+    output_dir: str | Path,
+    labels: Sequence[int] = (0, 1),
+    num_images: int | None = None,
+    num_figures: int = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Segment every item with every method; metrics in each image's original grid.
+
+    Writes ``images.csv`` (one row per image and method), ``summary.json``/``summary.md`` (mean ±
+    std, median ms, parameters) and overlays for the first ``num_figures`` images. Distances are
+    in mm with the item's ``pixel_size_mm`` (HC18); ``hc_abs_error_mm`` compares the fitted
+    ellipse's circumference with the item's ``hc_mm``.
+    """
+    from tqdm.auto import tqdm
+
+    from morphzoo.inference.evaluate import _atomic_text, summarize, summary_markdown, write_pairs_csv
+    from morphzoo.viz import overlay_mask
+
+    root = data_root()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items = list(items)[: num_images or None]
+    rows: list[dict[str, Any]] = []
+    for k, item in enumerate(tqdm(items, desc="images", disable=not progress)):
+        name = _item_name(item, k)
+        px = item.get("pixel_size_mm")
+        spacing = None if px is None else (float(px), float(px))
+        try:
+            ref = read_label(_abs(item["label"], root), spacing=spacing, what="label")
+            ref_arr = clean_label(ref.array, labels, source=str(ref.path))
+        except Exception as e:
+            rows += [{"method": m, "image": name, "error": f"{type(e).__name__}: {e}"} for m in methods]
+            continue
+        for method, seg in methods.items():
+            row: dict[str, Any] = {"method": method, "image": name}
+            try:
+                res, rec = seg.segment(_abs(item["image"], root), spacing=spacing)
+                row.update(segmentation_scores(res["prob"], ref_arr, spacing=rec.spacing))
+                row["time_ms"] = res["time_ms"]
+                row["hc_mm"] = res["hc"]
+                if item.get("hc_mm") is not None and px is not None:
+                    row["hc_abs_error_mm"] = abs(res["hc"] - float(item["hc_mm"]))
+                if k < num_figures:
+                    ell = res["ellipse"]
+                    overlay_mask(rec.array, res["mask"], out / "figures" / f"{name}_{method}.png",
+                                 extra=None if ell is None else tuple(ell),
+                                 title=f"{method}: Dice {row['dice']:.3f}, HC {res['hc']:.1f} mm")
+            except Exception as e:
+                logger.exception("%s failed on %s", method, name)
+                row["error"] = f"{type(e).__name__}: {e}"
+            rows.append(row)
+    write_pairs_csv(rows, out / "images.csv")
+    params = {m: s.num_parameters for m, s in methods.items()}
+    summary = summarize(rows, SEGMENTATION_METRICS, parameters=params)
+    _atomic_text(out / "summary.json", json.dumps(summary, indent=2))
+    _atomic_text(out / "summary.md", summary_markdown(summary, SEGMENTATION_METRICS, unit="image"))
+    return summary
+
+
+class SegmentationRunner:
+    """What a segmentation bundle's ``inference.json`` runs.
+
+    With ``image`` set (``--image PATH``) segments that image into ``output_dir``; otherwise every
+    item of ``items`` (the test split) into ``output_dir/<image name>/``.
+    """
+
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        output_dir: str,
+        image: str | None = None,
+        pixel_size_mm: float | None = None,
+        overwrite: bool | str = False,
+        items: Sequence[Mapping[str, Any]] | None = None,
+        num_images: int | None = None,
+    ) -> None:
+        self.segmenter = segmenter
+        self.output_dir = Path(output_dir)
+        self.image = image or None
+        self.pixel_size_mm = float(pixel_size_mm) if pixel_size_mm not in (None, "", 0) else None
+        self.overwrite = overwrite in (True, "true", "True", "1", 1)
+        self.items = list(items or [])
+        self.num_images = num_images
+
+    def _one(self, path: str | Path, px: float | None, out: Path) -> dict[str, Any]:
+        spacing = None if px is None else (px,) * self.segmenter.spatial_dims
+        if not Path(path).exists():
+            raise InputError(f"{path}: image file does not exist.")
+        res, rec = self.segmenter.segment(path, spacing=spacing)
+        known = px is not None or rec.kind == "nifti"
+        self.segmenter.write_outputs(res, rec, out, self.overwrite, spacing_known=known)
+        return {"image": str(rec.path), "hc": res["hc"], "time_ms": res["time_ms"]}
+
+    def run(self) -> list[dict[str, Any]]:
+        if self.image:
+            return [self._one(self.image, self.pixel_size_mm, self.output_dir)]
+        root = data_root()
+        results = []
+        for k, item in enumerate(self.items[: self.num_images or None]):
+            px = item.get("pixel_size_mm")
+            results.append(self._one(_abs(item["image"], root), None if px is None else float(px), self.output_dir / _item_name(item, k)))
+        return results

@@ -1,0 +1,193 @@
+"""End-to-end checks of the fetal_us_seg bundle through MONAI's own bundle runner, on real HC18 data."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from morphzoo.paths import repo_root
+
+BUNDLE = repo_root() / "bundles" / "fetal_us_seg"
+CFG = BUNDLE / "configs"
+SCHEMA = repo_root() / "schemas" / "meta_schema_20240725.json"
+
+
+def _py(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=repo_root())
+
+
+def _test_items(n: int = 2) -> list[dict]:
+    return json.loads((repo_root() / "datalists" / "hc18_seg.json").read_text())["test"][:n]
+
+
+def test_bundle_file_set():
+    for rel in ("configs/metadata.json", "configs/train.json", "configs/inference.json", "configs/evaluate.json",
+                "configs/multi_gpu_train.json", "configs/logging.conf", "configs/variant_plain_unet.json",
+                "docs/README.md", "docs/data_license.txt", "LICENSE", "models/model.pt", "models/model_plain_unet.pt"):
+        assert (BUNDLE / rel).is_file(), f"bundles/fetal_us_seg/{rel} is missing"
+
+
+def test_verify_metadata_and_net_in_out():
+    proc = _py("-m", "monai.bundle", "verify_metadata", "--meta_file", str(CFG / "metadata.json"), "--filepath", str(SCHEMA))
+    assert "metadata is verified with no error" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    proc = _py("-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", str(CFG / "metadata.json"),
+               "--config_file", str(CFG / "inference.json"), "--bundle_root", str(BUNDLE))
+    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+
+
+def test_ckpt_export_torchscript_matches_network(tmp_path):
+    ts = tmp_path / "model.ts"
+    proc = _py("-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file",
+               str(BUNDLE / "models" / "model.pt"), "--meta_file", str(CFG / "metadata.json"),
+               "--config_file", str(CFG / "inference.json"), "--bundle_root", str(BUNDLE))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from morphzoo.networks.nets import GhostSCUNet
+
+    net = GhostSCUNet(2, 1, 2)
+    net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", weights_only=True))
+    net.eval()
+    scripted = torch.jit.load(str(ts)).eval()
+    x = torch.rand(1, 1, 160, 240, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-4)
+
+
+def test_training_and_inference_preprocessing_agree(data_dir):
+    """MONAI Label runs inference.json's `preprocessing` (MONAI LoadImaged); training uses the validated
+    LoadSubjectd: the network must see the same tensor from both."""
+    from monai.bundle import ConfigParser
+
+    inf, tr = ConfigParser(), ConfigParser()
+    inf.read_config(str(CFG / "inference.json"))
+    tr.read_config(str(CFG / "train.json"))
+    item = _test_items(1)[0]
+    a = inf.get_parsed_content("preprocessing")({"image": str(data_dir / item["image"])})["image"]
+    b = tr.get_parsed_content("preprocessing")(dict(item))["image"]
+    assert a.shape == b.shape == (1, 160, 240)
+    torch.testing.assert_close(torch.as_tensor(a.as_tensor()), torch.as_tensor(b), rtol=0, atol=1e-6)
+
+
+def test_train_one_short_epoch_on_real_data(tmp_path, data_dir, bundle_runner):
+    out = tmp_path / "run"
+    proc = bundle_runner("fetal_us_seg", ["train.json"], epoch_length=2, max_epochs=1, max_train_images=16,
+                         max_val_images=4, output_dir=out, ckpt_dir=tmp_path / "models")
+    losses = [float(v) for v in re.findall(r"train_loss: (\S+)", proc.stdout + proc.stderr)]
+    assert len(losses) == 2 and all(np.isfinite(losses)), losses
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    val = [r for r in log if "val_mean_dice" in r]
+    assert val and 0.0 <= val[-1]["val_mean_dice"] <= 1.0
+    assert (tmp_path / "models" / "model.pt").is_file()
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert set(ckpt) >= {"network", "optimizer", "lr_scheduler", "trainer"} and ckpt["trainer"]["iteration"] == 2
+
+
+def test_segment_own_png_writes_mask_in_input_grid_with_hc(tmp_path, data_dir, bundle_runner):
+    item = _test_items(1)[0]
+    out = tmp_path / "out"
+    bundle_runner("fetal_us_seg", ["inference.json"], image=data_dir / item["image"], pixel_size_mm=item["pixel_size_mm"], output_dir=out)
+    for name in ("mask.nii.gz", "mask.png", "overlay.png", "result.json"):
+        assert (out / name).is_file(), name
+    mask = np.asarray(nib.load(str(out / "mask.nii.gz")).dataobj)
+    assert mask.shape == tuple(item["size_hw"]) and set(np.unique(mask)) <= {0, 1}
+    from morphzoo.data.hc18 import load_hc18_mask
+
+    ref = load_hc18_mask(data_dir / item["label"])
+    dice = 2 * (mask * ref).sum() / (mask.sum() + ref.sum())
+    assert dice > 0.8, f"shipped weights segment {item['image']} with Dice {dice:.3f}"
+    res = json.loads((out / "result.json").read_text())
+    assert res["head_circumference_unit"] == "mm"
+    assert abs(res["head_circumference"] - item["hc_mm"]) / item["hc_mm"] < 0.15, (res, item["hc_mm"])
+
+
+def test_segment_own_nifti_keeps_header(tmp_path, data_dir, bundle_runner):
+    from PIL import Image
+
+    item = _test_items(1)[0]
+    arr = np.asarray(Image.open(data_dir / item["image"]), dtype=np.float32)
+    aff = np.diag([0.15, 0.15, 1.0, 1.0])
+    aff[:3, 3] = [-12.0, 7.5, 3.0]
+    src = tmp_path / "us.nii.gz"
+    nib.save(nib.Nifti1Image(arr, aff), str(src))
+    out = tmp_path / "out"
+    bundle_runner("fetal_us_seg", ["inference.json"], image=src, output_dir=out)
+    m = nib.load(str(out / "mask.nii.gz"))
+    assert m.shape == arr.shape
+    np.testing.assert_allclose(m.affine, nib.load(str(src)).affine, atol=1e-6)
+    res = json.loads((out / "result.json").read_text())
+    assert res["head_circumference_unit"] == "mm" and res["head_circumference"] > 0
+    assert not (out / "mask.png").exists()
+
+
+def _bad_images(data_dir: Path, tmp: Path) -> dict[str, tuple[Path, str]]:
+    from PIL import Image
+
+    arr = np.asarray(Image.open(data_dir / _test_items(1)[0]["image"]), dtype=np.float32)
+    cases = {}
+    nan = tmp / "nan.nii.gz"
+    bad = arr.copy()
+    bad[5, 5] = np.nan
+    nib.save(nib.Nifti1Image(bad, np.eye(4)), str(nan))
+    cases["nan"] = (nan, "NaN")
+    vol = tmp / "volume.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([arr] * 4, -1), np.eye(4)), str(vol))
+    cases["3d"] = (vol, "3D")
+    cases["missing"] = (tmp / "nope.png", "does not exist")
+    trunc = tmp / "truncated.png"
+    raw = (data_dir / _test_items(1)[0]["image"]).read_bytes()
+    trunc.write_bytes(raw[: len(raw) // 3])
+    cases["truncated"] = (trunc, "corrupt or truncated")
+    return cases
+
+
+def test_bad_images_fail_clearly_and_write_nothing(tmp_path, data_dir, bundle_runner):
+    for name, (path, problem) in _bad_images(data_dir, tmp_path).items():
+        out = tmp_path / f"out_{name}"
+        proc = bundle_runner("fetal_us_seg", ["inference.json"], check=False, image=path, output_dir=out)
+        assert proc.returncode != 0, name
+        assert str(path) in proc.stderr and problem in proc.stderr, f"{name}: {proc.stderr[-1500:]}"
+        assert not out.exists() or not any(out.iterdir()), f"{name}: partial output"
+
+
+def test_existing_output_needs_overwrite(tmp_path, data_dir, bundle_runner):
+    item = _test_items(1)[0]
+    out = tmp_path / "out"
+    bundle_runner("fetal_us_seg", ["inference.json"], image=data_dir / item["image"], output_dir=out)
+    before = (out / "mask.nii.gz").stat().st_mtime_ns
+    proc = bundle_runner("fetal_us_seg", ["inference.json"], check=False, image=data_dir / item["image"], output_dir=out)
+    assert proc.returncode != 0 and "--overwrite true" in proc.stderr
+    assert (out / "mask.nii.gz").stat().st_mtime_ns == before
+
+
+def test_evaluate_compares_with_plain_unet_in_original_grid(tmp_path, data_dir, bundle_runner):
+    out = tmp_path / "eval"
+    proc = bundle_runner("fetal_us_seg", ["inference.json", "evaluate.json"], output_dir=out, num_images=2, num_figures=1)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"fetal_us_seg", "plain_unet"}
+    for m in summary.values():
+        assert m["pairs"] == 2 and m["failed"] == 0
+        assert {"dice", "iou", "precision", "recall", "rmse", "hd95", "assd", "hc_abs_error_mm", "time_ms"} <= set(m)
+    assert summary["fetal_us_seg"]["parameters"] < summary["plain_unet"]["parameters"]
+    assert "| fetal_us_seg |" in proc.stdout
+    assert len(list((out / "figures").glob("*.png"))) == 2
+
+
+def test_multi_gpu_train_two_processes_gloo(tmp_path, data_dir, bundle_command):
+    cmd = bundle_command("fetal_us_seg", ["train.json", "multi_gpu_train.json"], epoch_length=1, max_epochs=1,
+                         max_train_images=8, max_val_images=2, batch_size=2, output_dir=tmp_path / "run", ckpt_dir=tmp_path / "models")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2"] + cmd[1:]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=repo_root(),
+                          env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (tmp_path / "models" / "model.pt").is_file()
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in ckpt["network"])
