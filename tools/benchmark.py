@@ -2,7 +2,7 @@
 """Compare registration bundles and classical baselines on the same test pairs, in one run.
 
 Every method goes through the same :class:`~morphzoo.inference.Registrar` code (resampling onto
-the fixed grid, warping, metrics) on the first N of the 100 fixed test pairs of
+the fixed grid, warping, metrics) on the first N pairs of a pair set (``--pair-set``: the 100 fixed test pairs, or every test subject onto the atlas) of
 ``datalists/<task>.json``; speed is compared as ratios against ANTs SyN measured in the same run.
 
 Examples::
@@ -10,11 +10,13 @@ Examples::
     python tools/benchmark.py --task hippocampus3d --pairs 10 --methods identity,ants_syn,elastix_bspline
     python tools/benchmark.py --task hc18_reg2d                       # every available method, 100 pairs
     python tools/benchmark.py --task hippocampus3d --learn2reg-export --readme
+    python tools/benchmark.py --task hippocampus2d --pair-set atlas_test_pairs --methods identity,ants_affine
 
 Methods (``--methods``, comma-separated; default: all available):
     identity                 no registration (the floor)
     ants_syn                 ANTs SyN (antspyx)             } need ``pip install -e .[baselines]``
     elastix_bspline          elastix B-spline (itk-elastix) }
+    ants_affine              ANTs affine only (antspyx; named explicitly, not in the default set)
     <bundle>                 any registration bundle under bundles/ (weights for the task must exist)
     NAME=module:attr         any importable ``field_fn(moving, fixed) -> ddf`` (or a Registrar)
 
@@ -53,7 +55,8 @@ TASKS: dict[str, dict[str, Any]] = {
         "metrics": ("dice", "hd", "hd95", "assd", "folding_count", "folding_percent", "jacobian_std", "ncc", "ssim", "nmi", "time_ms"),
     },
 }
-BASELINE_NAMES = ("ants_syn", "elastix_bspline")
+BASELINE_NAMES = ("ants_syn", "elastix_bspline")  # the default set; every key of baselines.BASELINES can be named
+PAIR_SETS = ("test", "atlas_test_pairs")
 REFERENCE = "ants_syn"
 
 
@@ -61,7 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--task", required=True, choices=sorted(TASKS))
     p.add_argument("--methods", default=None, help="comma-separated method names (default: every available one)")
-    p.add_argument("--pairs", type=int, default=None, help="first N of the 100 fixed test pairs (default: all)")
+    p.add_argument("--pairs", type=int, default=None, help="first N of the pair set's pairs (default: all)")
+    p.add_argument(
+        "--pair-set",
+        default="test",
+        choices=PAIR_SETS,
+        help="datalist pairs: 'test' (100 fixed inter-subject pairs, default) or 'atlas_test_pairs' (every test subject -> atlas)",
+    )
     p.add_argument("--device", default=None, help="torch device for networks, warping and metrics (default: cuda if available)")
     p.add_argument("--out", default=None, help="output folder (default: outputs/benchmark/<task>)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch, ANTs and elastix (default: all cores)")
@@ -98,7 +107,7 @@ def build_methods(names: list[str] | None, task: str, spatial_dims: int, labels:
     unavailable ones are returned in ``skipped`` (name -> reason); a named method that cannot be
     built raises."""
     from morphzoo.inference import identity_registrar
-    from morphzoo.inference.baselines import baseline_registrar
+    from morphzoo.inference.baselines import BASELINES, baseline_registrar
     from morphzoo.inference.bundles import list_registration_bundles, load_bundle_registrar
     from morphzoo.inference.registrar import Registrar
 
@@ -119,7 +128,7 @@ def build_methods(names: list[str] | None, task: str, spatial_dims: int, labels:
             elif name == "identity":
                 methods[name] = identity_registrar(spatial_dims, labels, device)
                 methods[name].num_parameters = 0
-            elif name in BASELINE_NAMES:
+            elif name in BASELINES:
                 kw = {"number_of_threads": threads} if name == "elastix_bspline" else {}
                 methods[name] = baseline_registrar(name, spatial_dims, size, labels, device, **kw)
             elif name in bundles:
@@ -128,7 +137,7 @@ def build_methods(names: list[str] | None, task: str, spatial_dims: int, labels:
                     raise ValueError(f"bundle {name} registers {methods[name].spatial_dims}D images, task {task} is {spatial_dims}D.")
             else:
                 raise ValueError(
-                    f"unknown method {name!r}: choose from identity, {', '.join(BASELINE_NAMES)}, "
+                    f"unknown method {name!r}: choose from identity, {', '.join(BASELINES)}, "
                     f"{', '.join(bundles) or '(no bundles)'} or NAME=module:attr."
                 )
         except Exception as e:
@@ -233,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     if not dl_path.is_file():
         raise SystemExit(f"benchmark: {dl_path} not found; build it with `python tools/prepare_data.py --tasks {args.task}`.")
     datalist = json.loads(dl_path.read_text())
-    items = datalist["test"][: args.pairs or None]
+    if args.pair_set not in datalist:
+        raise SystemExit(f"benchmark: {dl_path} has no '{args.pair_set}' pairs; rebuild it with `python tools/prepare_data.py --tasks {args.task}`.")
+    items = datalist[args.pair_set][: args.pairs or None]
     spatial_dims = int(datalist.get("spatial_dims", len(TASKS[args.task]["spatial_size"])))
     labels = sorted(int(k) for k in datalist["labels"])
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -246,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("benchmark: no method to run.")
     out = Path(args.out) if args.out else repo_root() / "outputs" / "benchmark" / args.task
     out.mkdir(parents=True, exist_ok=True)
-    print(f"benchmark: {args.task}, {len(items)} pairs, methods {', '.join(methods)}, device {device}, {threads} threads -> {out}", file=sys.stderr)
+    print(f"benchmark: {args.task}, {len(items)} {args.pair_set} pairs, methods {', '.join(methods)}, device {device}, {threads} threads -> {out}", file=sys.stderr)
 
     metrics = TASKS[args.task]["metrics"]
     summary = evaluate_pairs(
@@ -271,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "date": _dt.datetime.now().strftime("%Y-%m-%d"),
         "pairs": len(items),
+        "pair_set": args.pair_set,
         "methods": list(methods),
         "skipped": skipped,
         "device": str(device),

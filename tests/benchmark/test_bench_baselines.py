@@ -17,7 +17,7 @@ import pytest
 import torch
 from monai.networks.blocks import Warp
 
-from morphzoo.inference.baselines import AntsSyN, ElastixBSpline, baseline_registrar, require_ants, require_elastix
+from morphzoo.inference.baselines import AntsAffine, AntsSyN, ElastixBSpline, baseline_registrar, require_ants, require_elastix
 
 
 def phantom(shape: tuple[int, ...], seed: int = 0, blobs: int = 8) -> np.ndarray:
@@ -87,6 +87,43 @@ def test_ants_syn_known_shift(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+def test_ants_affine_known_shift(case: str) -> None:
+    # a translation is affine: the affine-only ANTs call recovers it exactly like SyN
+    _check_shift(AntsAffine(), case, own_warped_tol=1e-3)
+
+
+def test_ants_affine_seeded_runs_are_reproducible() -> None:
+    """The seed reaches antsRegistration (antspyx 0.6 reads it from ants.config, not from a kwarg):
+    two affine runs on a pair that is not a plain shift give the same field; unseeded runs differ.
+    (SyN's deformable stage is not bit-reproducible with several ITK threads even when seeded.)"""
+    mov, fix = (torch.from_numpy(phantom((64, 64), seed=s))[None, None] for s in (1, 2))
+    a, b = AntsAffine()(mov, fix), AntsAffine()(mov, fix)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    runs = [AntsAffine(random_seed=None)(mov, fix) for _ in range(3)]  # the check can fail
+    assert any(not torch.equal(runs[0], r) for r in runs[1:])
+
+
+def test_ants_affine_is_affine_only() -> None:
+    """A local (non-affine) bump is not followed: the field of an affine map has a constant
+    Jacobian, i.e. its second differences vanish."""
+    shape = (48, 48)
+    mov = phantom(shape, seed=1)
+    yy, xx = np.meshgrid(np.arange(48.0), np.arange(48.0), indexing="ij")
+    bump = 3.0 * np.exp(-((yy - 24) ** 2 + (xx - 24) ** 2) / (2 * 6.0**2))
+    fix = Warp(mode="bilinear", padding_mode="border")(
+        torch.from_numpy(mov)[None, None], torch.from_numpy(np.stack([bump, bump]).astype(np.float32))[None]
+    )
+    baseline = AntsAffine()
+    assert baseline.type_of_transform == "Affine" and baseline.name == "ants_affine"
+    ddf = baseline(torch.from_numpy(mov)[None, None], fix)[0].numpy()
+    for axis in (0, 1):
+        second = np.diff(ddf[axis], n=2, axis=axis)[4:-4, 4:-4]
+        assert np.abs(second).max() < 1e-3, "the affine baseline produced a non-affine field"
+    syn = AntsSyN()(torch.from_numpy(mov)[None, None], fix)[0].numpy()
+    assert np.abs(np.diff(syn[0], n=2, axis=0)).max() > 1e-2  # SyN does follow the bump: the check can fail
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_elastix_bspline_known_shift(case: str) -> None:
     # elastix's result image uses cubic B-spline interpolation, Warp linear: close, not equal
     # a B-spline field is only locally a translation: allow 1 voxel of local deviation and a larger
@@ -136,7 +173,7 @@ def test_module_imports_without_the_packages() -> None:
     code = (
         "import sys; sys.modules['ants'] = None\n"
         "import morphzoo.inference.baselines as b\n"
-        "assert set(b.BASELINES) == {'ants_syn', 'elastix_bspline'}\n"
+        "assert set(b.BASELINES) == {'ants_syn', 'ants_affine', 'elastix_bspline'}\n"
         "try:\n    b.AntsSyN()\nexcept ImportError as e:\n    print('hint:', e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

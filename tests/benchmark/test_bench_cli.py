@@ -183,3 +183,21 @@ def test_hc18_readme_block(hc18_run) -> None:
     assert "python tools/benchmark.py --task hc18_reg2d --pairs 2" in block and "| ants_syn | 2 |" in block
     assert "Generated on " in block and "wall time" in block
     assert (out / "summary.md").read_text().strip() in block
+
+
+# ---------------------------------------------------------------------------- --pair-set
+def test_atlas_pair_set(tmp_path: Path) -> None:
+    """``--pair-set atlas_test_pairs`` evaluates every test subject onto the datalist's atlas."""
+    require_data("hippocampus")
+    datalist = json.loads(datalist_path("hippocampus2d").read_text())
+    out = tmp_path / "bench"
+    proc = _run(["--task", "hippocampus2d", "--pair-set", "atlas_test_pairs", "--pairs", "3", "--methods", "identity",
+                 "--out", str(out), "--figures", "0", "--no-distances", "--threads", "1"])
+    rows = _rows(out / "pairs.csv")
+    expected = datalist["atlas_test_pairs"][:3]
+    assert [r["moving"] for r in rows] == [p["moving"] for p in expected]
+    assert {r["fixed"] for r in rows} == {datalist["atlas"]["image"]} and expected[0]["moving"] != datalist["test"][0]["moving"]
+    assert json.loads((out / "run.json").read_text())["pair_set"] == "atlas_test_pairs"
+    assert "3 atlas_test_pairs pairs" in proc.stderr
+    bad = subprocess.run([sys.executable, str(TOOL), "--task", "hippocampus2d", "--pair-set", "nope"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--pair-set" in bad.stderr

@@ -82,3 +82,21 @@ def smooth_volume():
 def save_nifti():
     """``save_nifti(path, array, affine=None)``: write a NIfTI file, return its path."""
     return _save_nifti
+
+
+def _assert_every_parameter_learns(net: torch.nn.Module, x: torch.Tensor) -> None:
+    """``net(x).pow(2).sum()`` gives every parameter a non-zero gradient, and one SGD step changes the output."""
+    net(x).pow(2).sum().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or float(p.grad.abs().sum()) == 0.0]
+    assert not missing, missing
+    with torch.no_grad():
+        before = net(x).clone()
+    torch.optim.SGD(net.parameters(), lr=1.0).step()
+    with torch.no_grad():
+        assert not torch.allclose(net(x), before)
+
+
+@pytest.fixture(scope="session")
+def assert_every_parameter_learns():
+    """``assert_every_parameter_learns(net, x)``: gradients reach every parameter and a step changes the output."""
+    return _assert_every_parameter_learns

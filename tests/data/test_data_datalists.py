@@ -12,6 +12,7 @@ from PIL import Image
 
 from morphzoo.data import (
     TASKS,
+    atlas_pairs,
     build_datalist,
     build_folder_datalist,
     fixed_test_pairs,
@@ -107,6 +108,26 @@ def test_fixed_pairs(task: str, fresh: dict[str, dict]) -> None:
             assert p["fixed_pixel_size_mm"] > 0 and p["moving_hc_mm"] > 0 and len(p["fixed_size_hw"]) == 2
     if task == "hippocampus2d":
         assert all(it["slice_axis"] == 0 and it["slice_index"] == 32 for it in dl["training"] + dl["test"])
+
+
+@pytest.mark.parametrize("task", REG_TASKS)
+def test_atlas_pairs(task: str, fresh: dict[str, dict]) -> None:
+    """``atlas_pairs`` of the validation split: each validation subject's first image onto the
+    atlas, keyed like ``atlas_test_pairs`` (which build_datalist makes with the same function)."""
+    dl = fresh[task]
+    val = atlas_pairs(dl["validation"], dl["atlas"])
+    subjects = sorted({it["subject"] for it in dl["validation"]})
+    assert [p["moving_subject"] for p in val] == subjects
+    assert {p["fixed"] for p in val} == {dl["atlas"]["image"]} and {p["fixed_label"] for p in val} == {dl["atlas"]["label"]}
+    first = {}
+    for it in dl["validation"]:
+        first.setdefault(it["subject"], it)
+    assert all(p["moving"] == first[p["moving_subject"]]["image"] for p in val)
+    assert all(set(p) == set(dl["atlas_test_pairs"][0]) for p in val)
+    if task == "hc18_reg2d":
+        assert all(p["moving_pixel_size_mm"] == first[p["moving_subject"]]["pixel_size_mm"] for p in val)
+    # the atlas itself is never paired with itself
+    assert atlas_pairs(dl["training"][:3], dl["atlas"])[0]["moving_subject"] != dl["atlas"]["subject"]
 
 
 def test_fixed_pairs_match_split_rule(fresh: dict[str, dict], hippocampus_items: list[dict]) -> None:

@@ -55,6 +55,7 @@ __all__ = [
     "PATH_KEYS",
     "IMAGE_SUFFIXES",
     "build_datalist",
+    "atlas_pairs",
     "build_folder_datalist",
     "save_datalist",
     "load_datalist",
@@ -224,8 +225,25 @@ def build_datalist(task: str, root: str | Path | None = None) -> dict:
     out["validation_pairs"] = _pairs(split["val"], first, N_VALIDATION_PAIRS, extra_keys, common)
     atlas = first[min(split["train"])]
     out["atlas"] = atlas
-    out["atlas_test_pairs"] = [_pair_item(first[s], atlas, extra_keys, common) for s in sorted(split["test"])]
+    out["atlas_test_pairs"] = atlas_pairs([first[s] for s in split["test"]], atlas)
     return out
+
+
+def atlas_pairs(subjects: Sequence[dict], atlas: dict) -> list[dict]:
+    """Atlas-based pair items: each subject's first image (moving, subjects sorted) onto ``atlas`` (fixed).
+
+    Built like a benchmark datalist's ``atlas_test_pairs`` (which this function makes), so e.g.
+    ``atlas_pairs(datalist["validation"], datalist["atlas"])`` gives the validation counterpart.
+    Subject items carry ``subject``, ``image``, ``label``; the atlas's other keys are copied per role
+    (``moving_<key>``/``fixed_<key>``, e.g. HC18 ``pixel_size_mm``) except the slice keys of
+    ``hippocampus2d``, which are shared by the pair. The atlas subject itself is skipped.
+    """
+    first: dict[str, dict] = {}
+    for it in subjects:
+        first.setdefault(it["subject"], it)
+    common = {k: atlas[k] for k in HIPPOCAMPUS2D_SLICE if k in atlas}
+    extra = [k for k in atlas if k not in ("subject", "image", "label", *common)]
+    return [_pair_item(first[s], atlas, extra, common) for s in sorted(first) if s != atlas["subject"]]
 
 
 # ------------------------------------------------------------------------------------ user folders

@@ -13,6 +13,8 @@ convention ``warped(x) = moving(x + ddf(x))`` (what :class:`monai.networks.block
   to ANTs with unit spacing, zero origin and identity direction; ANTsPy keeps numpy's axis
   order (ITK index ``i`` = array axis ``i``), so the composed forward transform (affine + warp,
   ``ants.apply_transforms(..., compose=...)``) is already a displacement in voxels per array axis.
+- :class:`AntsAffine`: the same ANTs call with ``type_of_transform="Affine"`` (affine only; the
+  "Affine" row of papers' tables).
 - :class:`ElastixBSpline`: elastix through ``itk-elastix`` with the default B-spline parameter
   map. ITK views a numpy array with its axes reversed (ITK ``x`` = last array axis), so the
   field from ``itk.transformix_deformation_field`` has its components reversed.
@@ -34,7 +36,7 @@ import torch
 
 from morphzoo.inference.registrar import Registrar
 
-__all__ = ["AntsSyN", "ElastixBSpline", "BASELINES", "baseline_registrar", "require_ants", "require_elastix"]
+__all__ = ["AntsSyN", "AntsAffine", "ElastixBSpline", "BASELINES", "baseline_registrar", "require_ants", "require_elastix"]
 
 _INSTALL_HINT = "pip install -e .[baselines]   (or: pip install antspyx==0.6.3 itk-elastix)"
 
@@ -100,12 +102,14 @@ class AntsSyN(_Baseline):
         type_of_transform: ``ants.registration`` transform (``"SyN"``: affine + symmetric
             diffeomorphic; also ``"SyNOnly"``, ``"SyNRA"``, ``"ElasticSyN"``...).
         random_seed: seed of ANTs' metric sampling (reproducible runs); ``None`` leaves it unset.
+            ``antsRegistration`` treats ``--random-seed 0`` like no seed (results change from run
+            to run), hence the default 1.
         **kwargs: passed to ``ants.registration`` (e.g. ``syn_metric``, ``reg_iterations``).
     """
 
     name = "ants_syn"
 
-    def __init__(self, type_of_transform: str = "SyN", random_seed: int | None = 0, **kwargs: Any) -> None:
+    def __init__(self, type_of_transform: str = "SyN", random_seed: int | None = 1, **kwargs: Any) -> None:
         require_ants()  # fail early with the install hint; pays the import cost outside any timing
         self.type_of_transform = type_of_transform
         self.random_seed = random_seed
@@ -124,12 +128,22 @@ class AntsSyN(_Baseline):
         fix = ants.from_numpy(np.asarray(fixed, dtype=np.float32))  # spacing 1, origin 0, identity direction
         mov = ants.from_numpy(np.asarray(moving, dtype=np.float32))
         kwargs = dict(self.kwargs)
+        # antspyx 0.6 passes `--random-seed` from ants.config._random_seed and ignores a `random_seed` kwarg
+        seeded_by_config = hasattr(getattr(ants, "config", None), "_random_seed")
+        previous_seed = ants.config._random_seed if seeded_by_config else None
         if self.random_seed is not None:
-            kwargs.setdefault("random_seed", int(self.random_seed))
+            if seeded_by_config:
+                ants.config._random_seed = int(self.random_seed)
+            else:
+                kwargs.setdefault("random_seed", int(self.random_seed))
         with tempfile.TemporaryDirectory(prefix="morphzoo-ants-") as tmp:
-            reg = ants.registration(
-                fixed=fix, moving=mov, type_of_transform=self.type_of_transform, outprefix=os.path.join(tmp, "reg_"), **kwargs
-            )
+            try:
+                reg = ants.registration(
+                    fixed=fix, moving=mov, type_of_transform=self.type_of_transform, outprefix=os.path.join(tmp, "reg_"), **kwargs
+                )
+            finally:
+                if seeded_by_config:
+                    ants.config._random_seed = previous_seed
             fwd = reg["fwdtransforms"]
             # one displacement field for the whole forward chain (warp after affine), in physical
             # units of the fixed image = voxels along array axes (unit spacing, identity direction)
@@ -140,6 +154,20 @@ class AntsSyN(_Baseline):
             raise RuntimeError(f"ANTs returned a field of shape {field.shape} for images of shape {fixed.shape}.")
         ddf = np.moveaxis(field, -1, 0).astype(np.float32)
         return {"ddf": np.ascontiguousarray(ddf), "warped": np.asarray(warped, dtype=np.float32)}
+
+
+class AntsAffine(AntsSyN):
+    """ANTs affine registration: :class:`AntsSyN` with ``type_of_transform="Affine"``.
+
+    Args:
+        random_seed: seed of ANTs' metric sampling (see :class:`AntsSyN`); ``None`` leaves it unset.
+        **kwargs: passed to ``ants.registration`` (e.g. ``aff_metric``, ``aff_iterations``).
+    """
+
+    name = "ants_affine"
+
+    def __init__(self, random_seed: int | None = 1, **kwargs: Any) -> None:
+        super().__init__(type_of_transform="Affine", random_seed=random_seed, **kwargs)
 
 
 class ElastixBSpline(_Baseline):
@@ -205,7 +233,7 @@ class ElastixBSpline(_Baseline):
 
 
 #: benchmark method name -> factory of the ``field_fn``
-BASELINES = {"ants_syn": AntsSyN, "elastix_bspline": ElastixBSpline}
+BASELINES = {"ants_syn": AntsSyN, "ants_affine": AntsAffine, "elastix_bspline": ElastixBSpline}
 
 
 def baseline_registrar(

@@ -1,0 +1,174 @@
+"""End-to-end checks of the dense_eca_unet bundle through MONAI's bundle runner, on real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from morphzoo.paths import datalist_path, repo_root
+
+BUNDLE = repo_root() / "bundles" / "dense_eca_unet"
+CFG = BUNDLE / "configs"
+SCHEMA = repo_root() / "schemas" / "meta_schema_20240725.json"
+TASKS = {None: ("model.pt", [160, 240], "hc18_reg2d"), "task_hippocampus2d.json": ("model_hippocampus2d.pt", [64, 64], "hippocampus2d")}
+
+
+def _py(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=repo_root())
+
+
+def _configs(base: str, overlay: str | None) -> list[str]:
+    return [base] + ([overlay] if overlay else [])
+
+
+def test_bundle_file_set():
+    for rel in ("configs/metadata.json", "configs/train.json", "configs/inference.json", "configs/evaluate.json",
+                "configs/multi_gpu_train.json", "configs/logging.conf", "configs/task_hippocampus2d.json",
+                "docs/README.md", "docs/data_license.txt", "LICENSE", "models/model.pt", "models/model_hippocampus2d.pt"):
+        assert (BUNDLE / rel).is_file(), f"bundles/dense_eca_unet/{rel} is missing"
+
+
+def test_verify_metadata():
+    proc = _py("-m", "monai.bundle", "verify_metadata", "--meta_file", str(CFG / "metadata.json"), "--filepath", str(SCHEMA))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "metadata is verified with no error" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("overlay", list(TASKS))
+def test_verify_net_in_out(overlay, tmp_path):
+    meta = json.loads((CFG / "metadata.json").read_text())
+    shape = TASKS[overlay][1]
+    for part, key in (("inputs", "image"), ("outputs", "pred")):
+        assert meta["network_data_format"][part][key]["spatial_shape"] == [160, 240]  # metadata describes the default task
+        meta["network_data_format"][part][key]["spatial_shape"] = shape
+    mfile = tmp_path / "metadata.json"
+    mfile.write_text(json.dumps(meta))
+    configs = [str(CFG / c) for c in _configs("inference.json", overlay)]
+    proc = _py("-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", str(mfile),
+               "--config_file", str(configs) if overlay else configs[0], "--bundle_root", str(BUNDLE))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("overlay", list(TASKS))
+def test_ckpt_export_torchscript_matches_network(overlay, tmp_path):
+    model_file, shape, _ = TASKS[overlay]
+    ts = tmp_path / "model.ts"
+    configs = [str(CFG / c) for c in _configs("inference.json", overlay)]
+    proc = _py("-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file",
+               str(BUNDLE / "models" / model_file), "--meta_file", str(CFG / "metadata.json"),
+               "--config_file", str(configs) if overlay else configs[0], "--bundle_root", str(BUNDLE))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scripted = torch.jit.load(str(ts))
+    from morphzoo.networks.nets import DenseECAUNet
+
+    net = DenseECAUNet(2)
+    net.load_state_dict(torch.load(BUNDLE / "models" / model_file, weights_only=True))
+    net.eval()
+    x = torch.rand(1, 2, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-5)
+        assert net(x).abs().max() > 1e-3, "shipped weights look untrained (zero field)"
+
+
+def test_atlas_pairing_and_switches_in_the_train_config():
+    """Default: every training pair has the datalist's atlas as fixed image, validation pairs are
+    validation subjects -> atlas; `pairing all` gives inter-subject pairs and the datalist's
+    validation pairs; `use_eca`/`dense` reach the network."""
+    from monai.bundle import ConfigParser
+
+    def parsed(**overrides):
+        p = ConfigParser()
+        p.read_config([str(CFG / "train.json"), str(CFG / "task_hippocampus2d.json")])
+        p["bundle_root"] = str(BUNDLE)
+        p["max_train_subjects"] = 5
+        for k, v in overrides.items():
+            p[k] = v
+        return p
+
+    datalist = json.loads(datalist_path("hippocampus2d").read_text())
+    atlas = datalist["atlas"]
+    p = parsed()
+    subjects = p.get_parsed_content("train_subjects")
+    pairs = p.get_parsed_content("train#dataset").pairs
+    assert {subjects[j]["image"] for _, j in pairs} == {atlas["image"]} and len(pairs) == 4
+    val = p.get_parsed_content("val_pair_items")
+    assert {v["fixed"] for v in val} == {atlas["image"]} and len(val) == 22
+    assert {v["moving_subject"] for v in val} == {s["subject"] for s in datalist["validation"]}
+
+    p = parsed(pairing="all")
+    assert len(p.get_parsed_content("train#dataset").pairs) == 5 * 4
+    assert p.get_parsed_content("val_pair_items") == datalist["validation_pairs"]
+
+    n = {}
+    for eca in (True, False):
+        for dense in (True, False):
+            net = parsed(use_eca=eca, dense=dense).get_parsed_content("network_def")
+            assert net.use_eca == eca and net.dense == dense
+            n[eca, dense] = sum(q.numel() for q in net.parameters())
+    assert n[False, False] < n[True, False] < n[False, True] < n[True, True]
+
+
+@pytest.mark.parametrize("overlay", list(TASKS))
+def test_train_one_short_epoch_on_real_data(overlay, tmp_path, data_dir, bundle_runner):
+    model_file = TASKS[overlay][0]
+    out = tmp_path / "run"
+    proc = bundle_runner("dense_eca_unet", _configs("train.json", overlay), epoch_length=2, max_epochs=1, max_train_subjects=4,
+                         num_val_pairs=2, batch_size=2, num_threads=1, output_dir=out, ckpt_dir=tmp_path / "models")
+    losses = [float(v) for v in re.findall(r"train_loss: (\S+)", proc.stdout + proc.stderr)]
+    assert len(losses) == 2 and all(np.isfinite(losses)), losses
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    val = [r for r in log if "val_mean_dice" in r]
+    assert val and 0.0 <= val[-1]["val_mean_dice"] <= 1.0
+    assert (tmp_path / "models" / model_file).is_file()
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == 2
+    assert any(k.endswith("attention.conv.weight") for k in ckpt["network"])  # the ECA network was trained
+
+
+def test_evaluate_atlas_pair_set(tmp_path, data_dir, bundle_runner):
+    """`--pair_set atlas_test_pairs`: test subjects registered onto the atlas, with identity."""
+    out = tmp_path / "eval"
+    proc = bundle_runner("dense_eca_unet", ["inference.json", "task_hippocampus2d.json", "evaluate.json"],
+                         pair_set="atlas_test_pairs", output_dir=out, num_pairs=2, num_figures=0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"dense_eca_unet", "identity"} and summary["dense_eca_unet"]["pairs"] == 2
+    datalist = json.loads(datalist_path("hippocampus2d").read_text())
+    import csv
+
+    rows = list(csv.DictReader(open(out / "pairs.csv")))
+    assert {r["fixed"] for r in rows} == {datalist["atlas"]["image"]}
+    assert [r["moving"] for r in rows if r["method"] == "identity"] == [p["moving"] for p in datalist["atlas_test_pairs"][:2]]
+    assert "| dense_eca_unet |" in proc.stdout
+
+
+def test_benchmark_discovers_the_bundle_for_both_tasks():
+    from morphzoo.inference.bundles import list_registration_bundles, load_bundle_registrar
+
+    assert "dense_eca_unet" in list_registration_bundles()
+    for task, size in (("hc18_reg2d", (160, 240)), ("hippocampus2d", (64, 64))):
+        reg = load_bundle_registrar(BUNDLE, task=task, device="cpu")
+        assert reg.spatial_dims == 2 and reg.spatial_size == size and reg.num_parameters > 250_000
+
+
+def test_register_own_png_pair(tmp_path, data_dir, bundle_runner):
+    hc = data_dir / "hc18" / "training_set"
+    out = tmp_path / "out"
+    bundle_runner("dense_eca_unet", ["inference.json"], moving=hc / "001_HC.png", fixed=hc / "002_HC.png",
+                  moving_label=hc / "001_HC_Annotation.png", fixed_label=hc / "002_HC_Annotation.png", output_dir=out)
+    from PIL import Image
+
+    h, w = np.asarray(Image.open(hc / "002_HC.png")).shape[:2]
+    assert nib.load(str(out / "warped.nii.gz")).shape == (h, w)
+    assert nib.load(str(out / "ddf.nii.gz")).shape == (h, w, 1, 1, 2)
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert 0.0 <= metrics["dice"] <= 1.0
