@@ -45,5 +45,15 @@ def require_data(*parts: str) -> Path:
 
 
 def datalist_path(task: str) -> Path:
-    """Path of the committed datalist JSON for a benchmark task (``datalists/<task>.json``)."""
-    return repo_root() / "datalists" / f"{task}.json"
+    """Path of the committed datalist JSON for a benchmark task (``datalists/<task>.json``).
+
+    In an exported bundle (``tools/export_bundle.py`` vendors this package into the bundle
+    root and copies the bundle's datalists to ``<bundle>/datalists/``) the repository's
+    ``datalists/`` does not exist; the bundle's own copy is returned then.
+    """
+    path = repo_root() / "datalists" / f"{task}.json"
+    if not path.is_file():
+        vendored = Path(__file__).resolve().parents[1] / "datalists" / f"{task}.json"
+        if vendored.is_file():
+            return vendored
+    return path
