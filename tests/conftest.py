@@ -61,3 +61,72 @@ def bundle_runner():
 def bundle_command():
     """The :func:`bundle_cmd` helper as a fixture."""
     return bundle_cmd
+
+
+class BundleChecks:
+    """The Model Zoo checks every bundle's tests run, in subprocesses (bundle ``scripts`` collide in one process)."""
+
+    schema = REPO / "schemas" / "meta_schema_20240725.json"
+
+    @staticmethod
+    def python(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        env = dict(os.environ, PYTHONWARNINGS="ignore")
+        return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+    @staticmethod
+    def _config_arg(bundle: str, configs: list[str]) -> str:
+        files = [str(REPO / "bundles" / bundle / "configs" / c) for c in configs]
+        return str(files) if len(files) > 1 else files[0]
+
+    def assert_file_set(self, bundle: str, extra: tuple[str, ...] = ()) -> None:
+        """The Model Zoo file set plus the bundle's task overlays / weights in ``extra``."""
+        base = ("configs/metadata.json", "configs/train.json", "configs/inference.json", "configs/evaluate.json",
+                "configs/multi_gpu_train.json", "configs/logging.conf", "docs/README.md", "docs/data_license.txt",
+                "LICENSE", "models/model.pt")
+        for rel in base + tuple(extra):
+            assert (REPO / "bundles" / bundle / rel).is_file(), f"bundles/{bundle}/{rel} is missing"
+
+    def verify_metadata(self, bundle: str, meta_file: Path | None = None) -> subprocess.CompletedProcess:
+        meta = meta_file or REPO / "bundles" / bundle / "configs" / "metadata.json"
+        return self.python("-m", "monai.bundle", "verify_metadata", "--meta_file", str(meta), "--filepath", str(self.schema))
+
+    def assert_metadata_ok(self, bundle: str) -> None:
+        proc = self.verify_metadata(bundle)
+        assert proc.returncode == 0 and "metadata is verified with no error" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+
+    def assert_net_in_out_ok(self, bundle: str, configs: list[str], tmp_path: Path, spatial_shape: list[int] | None = None,
+                             out_channels: int | None = None) -> None:
+        """``verify_net_in_out network_def``; a task overlay of another grid/dimension is described in a
+        metadata copy (``spatial_shape``, output ``num_channels``) since metadata.json describes the default task."""
+        import json
+
+        meta = json.loads((REPO / "bundles" / bundle / "configs" / "metadata.json").read_text())
+        fmt = meta["network_data_format"]
+        if spatial_shape is not None:
+            fmt["inputs"]["image"]["spatial_shape"] = list(spatial_shape)
+            fmt["outputs"]["pred"]["spatial_shape"] = list(spatial_shape)
+        if out_channels is not None:
+            fmt["outputs"]["pred"]["num_channels"] = out_channels
+        mfile = tmp_path / "metadata.json"
+        mfile.write_text(json.dumps(meta))
+        proc = self.python("-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", str(mfile),
+                           "--config_file", self._config_arg(bundle, configs), "--bundle_root", str(REPO / "bundles" / bundle))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+
+    def ckpt_export(self, bundle: str, configs: list[str], model_file: str, out: Path):
+        """``ckpt_export network_def`` of ``models/<model_file>``; returns the loaded TorchScript module."""
+        import torch
+
+        bdir = REPO / "bundles" / bundle
+        proc = self.python("-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(out), "--ckpt_file",
+                           str(bdir / "models" / model_file), "--meta_file", str(bdir / "configs" / "metadata.json"),
+                           "--config_file", self._config_arg(bundle, configs), "--bundle_root", str(bdir))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return torch.jit.load(str(out)).eval()
+
+
+@pytest.fixture(scope="session")
+def bundle_checks() -> BundleChecks:
+    """:class:`BundleChecks`: file set, verify_metadata, verify_net_in_out and ckpt_export of a bundle."""
+    return BundleChecks()

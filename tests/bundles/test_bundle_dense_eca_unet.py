@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -17,58 +14,33 @@ from morphzoo.paths import datalist_path, repo_root
 
 BUNDLE = repo_root() / "bundles" / "dense_eca_unet"
 CFG = BUNDLE / "configs"
-SCHEMA = repo_root() / "schemas" / "meta_schema_20240725.json"
 TASKS = {None: ("model.pt", [160, 240], "hc18_reg2d"), "task_hippocampus2d.json": ("model_hippocampus2d.pt", [64, 64], "hippocampus2d")}
-
-
-def _py(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=repo_root())
 
 
 def _configs(base: str, overlay: str | None) -> list[str]:
     return [base] + ([overlay] if overlay else [])
 
 
-def test_bundle_file_set():
-    for rel in ("configs/metadata.json", "configs/train.json", "configs/inference.json", "configs/evaluate.json",
-                "configs/multi_gpu_train.json", "configs/logging.conf", "configs/task_hippocampus2d.json",
-                "docs/README.md", "docs/data_license.txt", "LICENSE", "models/model.pt", "models/model_hippocampus2d.pt"):
-        assert (BUNDLE / rel).is_file(), f"bundles/dense_eca_unet/{rel} is missing"
+def test_bundle_file_set(bundle_checks):
+    bundle_checks.assert_file_set("dense_eca_unet", ("configs/task_hippocampus2d.json", "models/model_hippocampus2d.pt"))
 
 
-def test_verify_metadata():
-    proc = _py("-m", "monai.bundle", "verify_metadata", "--meta_file", str(CFG / "metadata.json"), "--filepath", str(SCHEMA))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "metadata is verified with no error" in proc.stdout + proc.stderr
+def test_verify_metadata(bundle_checks):
+    bundle_checks.assert_metadata_ok("dense_eca_unet")
 
 
 @pytest.mark.parametrize("overlay", list(TASKS))
-def test_verify_net_in_out(overlay, tmp_path):
+def test_verify_net_in_out(overlay, tmp_path, bundle_checks):
     meta = json.loads((CFG / "metadata.json").read_text())
-    shape = TASKS[overlay][1]
     for part, key in (("inputs", "image"), ("outputs", "pred")):
         assert meta["network_data_format"][part][key]["spatial_shape"] == [160, 240]  # metadata describes the default task
-        meta["network_data_format"][part][key]["spatial_shape"] = shape
-    mfile = tmp_path / "metadata.json"
-    mfile.write_text(json.dumps(meta))
-    configs = [str(CFG / c) for c in _configs("inference.json", overlay)]
-    proc = _py("-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", str(mfile),
-               "--config_file", str(configs) if overlay else configs[0], "--bundle_root", str(BUNDLE))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+    bundle_checks.assert_net_in_out_ok("dense_eca_unet", _configs("inference.json", overlay), tmp_path, TASKS[overlay][1])
 
 
 @pytest.mark.parametrize("overlay", list(TASKS))
-def test_ckpt_export_torchscript_matches_network(overlay, tmp_path):
+def test_ckpt_export_torchscript_matches_network(overlay, tmp_path, bundle_checks):
     model_file, shape, _ = TASKS[overlay]
-    ts = tmp_path / "model.ts"
-    configs = [str(CFG / c) for c in _configs("inference.json", overlay)]
-    proc = _py("-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file",
-               str(BUNDLE / "models" / model_file), "--meta_file", str(CFG / "metadata.json"),
-               "--config_file", str(configs) if overlay else configs[0], "--bundle_root", str(BUNDLE))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    scripted = torch.jit.load(str(ts))
+    scripted = bundle_checks.ckpt_export("dense_eca_unet", _configs("inference.json", overlay), model_file, tmp_path / "model.ts")
     from morphzoo.networks.nets import DenseECAUNet
 
     net = DenseECAUNet(2)

@@ -18,45 +18,28 @@ from morphzoo.paths import repo_root
 
 BUNDLE = repo_root() / "bundles" / "fetal_us_seg"
 CFG = BUNDLE / "configs"
-SCHEMA = repo_root() / "schemas" / "meta_schema_20240725.json"
-
-
-def _py(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=repo_root())
 
 
 def _test_items(n: int = 2) -> list[dict]:
     return json.loads((repo_root() / "datalists" / "hc18_seg.json").read_text())["test"][:n]
 
 
-def test_bundle_file_set():
-    for rel in ("configs/metadata.json", "configs/train.json", "configs/inference.json", "configs/evaluate.json",
-                "configs/multi_gpu_train.json", "configs/logging.conf", "configs/variant_plain_unet.json",
-                "docs/README.md", "docs/data_license.txt", "LICENSE", "models/model.pt", "models/model_plain_unet.pt"):
-        assert (BUNDLE / rel).is_file(), f"bundles/fetal_us_seg/{rel} is missing"
+def test_bundle_file_set(bundle_checks):
+    bundle_checks.assert_file_set("fetal_us_seg", ("configs/variant_plain_unet.json", "models/model_plain_unet.pt"))
 
 
-def test_verify_metadata_and_net_in_out():
-    proc = _py("-m", "monai.bundle", "verify_metadata", "--meta_file", str(CFG / "metadata.json"), "--filepath", str(SCHEMA))
-    assert "metadata is verified with no error" in proc.stdout + proc.stderr, proc.stderr[-3000:]
-    proc = _py("-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", str(CFG / "metadata.json"),
-               "--config_file", str(CFG / "inference.json"), "--bundle_root", str(BUNDLE))
-    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+def test_verify_metadata_and_net_in_out(bundle_checks, tmp_path):
+    bundle_checks.assert_metadata_ok("fetal_us_seg")
+    bundle_checks.assert_net_in_out_ok("fetal_us_seg", ["inference.json"], tmp_path)
 
 
-def test_ckpt_export_torchscript_matches_network(tmp_path):
-    ts = tmp_path / "model.ts"
-    proc = _py("-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file",
-               str(BUNDLE / "models" / "model.pt"), "--meta_file", str(CFG / "metadata.json"),
-               "--config_file", str(CFG / "inference.json"), "--bundle_root", str(BUNDLE))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_ckpt_export_torchscript_matches_network(tmp_path, bundle_checks):
+    scripted = bundle_checks.ckpt_export("fetal_us_seg", ["inference.json"], "model.pt", tmp_path / "model.ts")
     from morphzoo.networks.nets import GhostSCUNet
 
     net = GhostSCUNet(2, 1, 2)
     net.load_state_dict(torch.load(BUNDLE / "models" / "model.pt", weights_only=True))
     net.eval()
-    scripted = torch.jit.load(str(ts)).eval()
     x = torch.rand(1, 1, 160, 240, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-4)

@@ -19,62 +19,36 @@ from morphzoo.paths import repo_root
 
 BUNDLE = repo_root() / "bundles" / "voxelmorph"
 CFG = BUNDLE / "configs"
-SCHEMA = repo_root() / "schemas" / "meta_schema_20240725.json"
 HIPPO = ("hippocampus/img/hippocampus_{}.nii.gz", "hippocampus/label/hippocampus_{}.nii.gz")
 
 
-def _py(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=repo_root())
+def test_bundle_file_set(bundle_checks):
+    bundle_checks.assert_file_set("voxelmorph", ("configs/task_hc18_reg2d.json", "models/model_hc18_reg2d.pt"))
 
 
-def test_bundle_file_set():
-    for rel in ("configs/metadata.json", "configs/train.json", "configs/inference.json", "configs/evaluate.json",
-                "configs/multi_gpu_train.json", "configs/logging.conf", "configs/task_hc18_reg2d.json",
-                "docs/README.md", "docs/data_license.txt", "LICENSE", "models/model.pt", "models/model_hc18_reg2d.pt"):
-        assert (BUNDLE / rel).is_file(), f"bundles/voxelmorph/{rel} is missing"
+def test_verify_metadata(bundle_checks):
+    bundle_checks.assert_metadata_ok("voxelmorph")
 
 
-def test_verify_metadata():
-    proc = _py("-m", "monai.bundle", "verify_metadata", "--meta_file", str(CFG / "metadata.json"), "--filepath", str(SCHEMA))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "metadata is verified with no error" in proc.stdout + proc.stderr
-
-
-def test_verify_metadata_rejects_missing_key(tmp_path):
+def test_verify_metadata_rejects_missing_key(tmp_path, bundle_checks):
     meta = json.loads((CFG / "metadata.json").read_text())
     del meta["network_data_format"]
     bad = tmp_path / "metadata.json"
     bad.write_text(json.dumps(meta))
-    proc = _py("-m", "monai.bundle", "verify_metadata", "--meta_file", str(bad), "--filepath", str(SCHEMA))
+    proc = bundle_checks.verify_metadata("voxelmorph", bad)
     assert proc.returncode != 0 and "network_data_format" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("overlay", [None, "task_hc18_reg2d.json"])
-def test_verify_net_in_out(overlay, tmp_path):
-    meta = json.loads((CFG / "metadata.json").read_text())
-    configs = [str(CFG / "inference.json")]
-    if overlay:  # the overlay changes the dimensionality: describe it in a metadata copy
-        configs.append(str(CFG / overlay))
-        for part in ("inputs", "outputs"):
-            key = "image" if part == "inputs" else "pred"
-            meta["network_data_format"][part][key]["spatial_shape"] = [160, 240]
-        meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 2
-    mfile = tmp_path / "metadata.json"
-    mfile.write_text(json.dumps(meta))
-    proc = _py("-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", str(mfile),
-               "--config_file", str(configs) if overlay else configs[0], "--bundle_root", str(BUNDLE))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+def test_verify_net_in_out(overlay, tmp_path, bundle_checks):
+    if overlay:  # the overlay changes the dimensionality: described in a metadata copy
+        bundle_checks.assert_net_in_out_ok("voxelmorph", ["inference.json", overlay], tmp_path, [160, 240], 2)
+    else:
+        bundle_checks.assert_net_in_out_ok("voxelmorph", ["inference.json"], tmp_path)
 
 
-def test_ckpt_export_torchscript_matches_network(tmp_path):
-    ts = tmp_path / "model.ts"
-    proc = _py("-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file",
-               str(BUNDLE / "models" / "model.pt"), "--meta_file", str(CFG / "metadata.json"),
-               "--config_file", str(CFG / "inference.json"), "--bundle_root", str(BUNDLE))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    scripted = torch.jit.load(str(ts))
+def test_ckpt_export_torchscript_matches_network(tmp_path, bundle_checks):
+    scripted = bundle_checks.ckpt_export("voxelmorph", ["inference.json"], "model.pt", tmp_path / "model.ts")
     from morphzoo.networks.nets import VoxelMorphBackbone
 
     net = VoxelMorphBackbone(3, "vm2")
