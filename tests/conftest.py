@@ -51,6 +51,21 @@ def run_bundle(bundle: str, configs: list[str], timeout: float = 600, check: boo
     return proc
 
 
+def run_bundle_torchrun(bundle: str, configs: list[str], nproc: int = 2, timeout: float = 600, **overrides) -> subprocess.CompletedProcess:
+    """Run a bundle config under ``torch.distributed.run`` with ``nproc`` CPU processes (gloo; one
+    thread each) and return the completed process (not checked)."""
+    cmd = bundle_cmd(bundle, configs, **overrides)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}"] + cmd[1:]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+
+
+@pytest.fixture(scope="session")
+def bundle_torchrun():
+    """The :func:`run_bundle_torchrun` helper as a fixture."""
+    return run_bundle_torchrun
+
+
 @pytest.fixture(scope="session")
 def bundle_runner():
     """The :func:`run_bundle` helper as a fixture."""

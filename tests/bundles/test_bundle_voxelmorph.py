@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -276,13 +275,10 @@ def test_evaluate_config_writes_table_with_identity(tmp_path, data_dir, bundle_r
     assert summary["identity"]["folding_percent"]["mean"] == 0.0
 
 
-def test_multi_gpu_train_two_processes_gloo(tmp_path, data_dir, bundle_command):
+def test_multi_gpu_train_two_processes_gloo(tmp_path, data_dir, bundle_torchrun):
     """DDP through torchrun with 2 CPU processes (gloo); NCCL is used where GPUs exist."""
-    cmd = bundle_command("voxelmorph", ["train.json", "multi_gpu_train.json"], epoch_length=2, max_epochs=1,
-                         max_train_subjects=4, num_val_pairs=2, output_dir=tmp_path / "run", ckpt_dir=tmp_path / "models")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2"] + cmd[1:]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=repo_root(),
-                          env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"))
+    proc = bundle_torchrun("voxelmorph", ["train.json", "multi_gpu_train.json"], epoch_length=2, max_epochs=1,
+                           max_train_subjects=4, num_val_pairs=2, output_dir=tmp_path / "run", ckpt_dir=tmp_path / "models")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "models" / "model.pt").is_file()
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)

@@ -136,7 +136,7 @@ def test_wrong_channel_count_and_bad_arguments():
     with pytest.raises(ValueError):
         RegistrationLoss(spatial_dims=4)
     with pytest.raises(ValueError):
-        make_image_loss("ncc", 3)
+        make_image_loss("xcorr", 3)
     with pytest.raises(ValueError):
         make_regularizer("elastic")
 
@@ -150,7 +150,7 @@ def test_split_targets():
     assert ml is None and fl is None
 
 
-@pytest.mark.parametrize("name", ["lncc", "mse", "mi", "ssim"])
+@pytest.mark.parametrize("name", ["lncc", "ncc", "mse", "mi", "ssim"])
 def test_every_image_loss_prefers_identical_images(smooth_volume, name):
     x = torch.as_tensor(smooth_volume((32, 32), 6))
     x = ((x - x.min()) / (x.max() - x.min()))[None, None]
@@ -162,3 +162,38 @@ def test_every_image_loss_prefers_identical_images(smooth_volume, name):
     assert same < other - 1e-3
     if name == "ssim":
         assert same == pytest.approx(0.0, abs=1e-4)
+
+
+# ---------------------------------------------------------------- global NCC and total variation (Li & Fan)
+def test_global_ncc_loss_analytic(smooth_volume):
+    x = torch.as_tensor(smooth_volume((10, 12, 8), 8))[None, None]
+    ncc = make_image_loss("ncc", 3)
+    assert float(ncc(x, x)) == pytest.approx(-1.0, abs=1e-6)  # identical images
+    assert float(ncc(3.0 * x + 2.0, x)) == pytest.approx(-1.0, abs=1e-6)  # invariant to affine intensity changes
+    assert float(ncc(-x, x)) == pytest.approx(1.0, abs=1e-6)  # negated image: correlation -1
+    # a batch averages the items: one identical (-1), one negated (+1)
+    assert float(ncc(torch.cat([x, -x]), torch.cat([x, x]))) == pytest.approx(0.0, abs=1e-6)
+    # through RegistrationLoss with a zero field: similarity -1, TV 0
+    loss_fn = RegistrationLoss(3, image_loss="ncc", regularizer="tv", reg_weight=0.5)
+    assert float(loss_fn(torch.zeros(1, 3, 10, 12, 8), torch.cat([x, x], 1))) == pytest.approx(-1.0, abs=1e-5)
+    assert loss_fn.last_terms["regularization"] == 0.0
+
+
+def test_total_variation_analytic():
+    tv = make_regularizer("tv")
+    # a constant shift has zero total variation
+    assert float(tv(torch.full((2, 3, 6, 7, 5), 2.5))) == 0.0
+    # linear field D_c(x) = sum_j a_cj x_j: TV = sum_j mean_c |a_cj|
+    a = torch.tensor([[0.3, -0.2], [0.0, 0.5]])
+    yy, xx = torch.meshgrid(torch.arange(9.0), torch.arange(11.0), indexing="ij")
+    ddf = torch.stack([a[c, 0] * yy + a[c, 1] * xx for c in range(2)])[None]
+    expected = float(a.abs().mean(dim=0).sum())  # (0.3 + 0.0) / 2 + (0.2 + 0.5) / 2 = 0.5
+    assert float(tv(ddf)) == pytest.approx(expected, rel=1e-6) and expected == pytest.approx(0.5)
+    # L1, not squared: doubling the field doubles TV (diffusion would quadruple)
+    assert float(tv(2 * ddf)) == pytest.approx(2 * expected, rel=1e-6)
+    # a single-voxel spike in 3D: |h| on each side along each axis, averaged over all difference voxels
+    spike = torch.zeros(1, 3, 5, 5, 5)
+    spike[0, 0, 2, 2, 2] = 1.0
+    assert float(tv(spike)) == pytest.approx(3 * 2 / (3 * 4 * 5 * 5), rel=1e-6)
+    with pytest.raises(ValueError, match="field"):
+        tv(torch.zeros(1, 2, 4, 4, 4))

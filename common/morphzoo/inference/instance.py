@@ -31,7 +31,16 @@ class InstanceOptimization:
         learning_rate: Adam learning rate.
         inferer: network output -> displacement field (default: no integration).
         from_scratch: re-initialise the copy's parameters first (the paper's "register a pair
-            directly" mode) instead of starting from the trained weights.
+            directly" mode) instead of starting from the trained weights; a network's own
+            ``reset_parameters()`` is used when it defines one, else every layer's.
+        return_all: optimise the loss on all the network's fields (deep supervision): the copy's
+            ``return_all`` attribute is switched on during the optimisation, so ``inferer`` must
+            pass lists through (``RegistrationInferer(return_all=True)``) and ``loss`` accept them
+            (``RegistrationLoss(scale_weights=...)``); the returned field is the final one.
+
+    Batch-norm layers of the optimised copy keep normalising with the pair's own statistics for
+    the returned field (the forward pass whose loss was minimised); with ``steps=0`` the field is
+    the network's own eval-mode prediction.
 
     Shapes: ``moving``, ``fixed``: ``(B, 1, H, W[, D])`` normalised, on the network grid; returns
     ``(B, N, H, W[, D])``.
@@ -45,6 +54,7 @@ class InstanceOptimization:
         learning_rate: float = 1e-4,
         inferer: Callable | None = None,
         from_scratch: bool = False,
+        return_all: bool = False,
     ) -> None:
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}.")
@@ -54,6 +64,9 @@ class InstanceOptimization:
         self.learning_rate = float(learning_rate)
         self.inferer = inferer if inferer is not None else RegistrationInferer()
         self.from_scratch = from_scratch
+        self.return_all = return_all
+        if return_all and not hasattr(network, "return_all"):
+            raise ValueError(f"return_all=True needs a network with a `return_all` attribute; {type(network).__name__} has none.")
         self.last_losses: list[float] = []
 
     def __call__(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
@@ -61,9 +74,14 @@ class InstanceOptimization:
             raise ValueError(f"expected two (B, 1, *S) tensors of one shape, got {tuple(moving.shape)} and {tuple(fixed.shape)}.")
         net = copy.deepcopy(self.network)
         if self.from_scratch:
-            for m in net.modules():
-                if hasattr(m, "reset_parameters") and m is not net:
-                    m.reset_parameters()
+            if callable(getattr(net, "reset_parameters", None)):
+                net.reset_parameters()
+            else:
+                for m in net.modules():
+                    if hasattr(m, "reset_parameters") and m is not net:
+                        m.reset_parameters()
+        if self.return_all:
+            net.return_all = True
         pair = torch.cat([moving, fixed], dim=1)
         self.last_losses = []
         with torch.enable_grad():
@@ -76,5 +94,12 @@ class InstanceOptimization:
                 opt.step()
                 self.last_losses.append(float(value.detach()))
         net.eval()
+        if self.return_all:
+            net.return_all = False
+        if self.steps > 0:  # the optimised forward pass: batch norm with the pair's statistics
+            for m in net.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.train()
         with torch.no_grad():
-            return self.inferer(pair, net)
+            out = self.inferer(pair, net)
+        return out[0] if isinstance(out, (list, tuple)) else out

@@ -1,2 +1,9 @@
 """Registration losses built from monai.losses."""
-from morphzoo.losses.registration import RegistrationLoss, make_image_loss, make_regularizer, split_targets
+from morphzoo.losses.registration import (
+    GlobalNCCLoss,
+    RegistrationLoss,
+    TotalVariationLoss,
+    make_image_loss,
+    make_regularizer,
+    split_targets,
+)

@@ -17,12 +17,57 @@ from monai.losses import (
 )
 from monai.networks.blocks import Warp
 
-__all__ = ["RegistrationLoss", "make_image_loss", "make_regularizer", "split_targets"]
+from morphzoo.metrics.similarity import ncc_global
+
+__all__ = [
+    "RegistrationLoss",
+    "GlobalNCCLoss",
+    "TotalVariationLoss",
+    "make_image_loss",
+    "make_regularizer",
+    "split_targets",
+]
+
+
+class GlobalNCCLoss(nn.Module):
+    """``-NCC(pred, target)``: the negated global (zero-normalised) cross-correlation of each batch
+    item over all its channels and voxels (:func:`morphzoo.metrics.ncc_global`), averaged over the
+    batch. -1 for identical images; Li & Fan's similarity term.
+
+    Shapes: ``pred``, ``target``: ``(B, C, H, W[, D])``; returns a scalar.
+    """
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return -ncc_global(pred, target).mean()
+
+
+class TotalVariationLoss(nn.Module):
+    """Total variation (L1 norm of the gradient) of a displacement field, Li & Fan's Eq. (2).
+
+    ``sum_j mean_{b, c, x} |D_c(x + e_j) - D_c(x)|`` with forward differences along every spatial
+    axis ``j``: the per-voxel ``||grad D||_1`` averaged over voxels and (like MONAI's
+    ``DiffusionLoss``) over field components. 0 for a constant field; ``sum_j mean_c |a_cj|`` for
+    the linear field ``D_c(x) = sum_j a_cj x_j``.
+
+    Shapes: ``ddf``: ``(B, N, H, W[, D])`` with ``N`` = number of spatial dims; returns a scalar.
+    """
+
+    def forward(self, ddf: torch.Tensor) -> torch.Tensor:
+        if ddf.ndim not in (4, 5) or ddf.shape[1] != ddf.ndim - 2:
+            raise ValueError(f"expected a (B, N, *S) field with N spatial dims, got shape {tuple(ddf.shape)}.")
+        total = torch.zeros((), dtype=ddf.dtype, device=ddf.device)
+        for axis in range(2, ddf.ndim):
+            if ddf.shape[axis] > 1:
+                total = total + torch.diff(ddf, dim=axis).abs().mean()
+        return total
 
 
 def make_image_loss(name: str, spatial_dims: int, kernel_size: int = 9, num_bins: int = 23) -> nn.Module:
-    """Image dissimilarity by name: ``"lncc"``, ``"mse"``, ``"mi"`` (global mutual information) or ``"ssim"``."""
+    """Image dissimilarity by name: ``"lncc"``, ``"ncc"`` (global, :class:`GlobalNCCLoss`), ``"mse"``,
+    ``"mi"`` (global mutual information) or ``"ssim"``."""
     name = name.lower()
+    if name == "ncc":
+        return GlobalNCCLoss()
     if name == "lncc":
         return LocalNormalizedCrossCorrelationLoss(spatial_dims=spatial_dims, kernel_size=kernel_size, kernel_type="rectangular")
     if name == "mse":
@@ -31,17 +76,20 @@ def make_image_loss(name: str, spatial_dims: int, kernel_size: int = 9, num_bins
         return GlobalMutualInformationLoss(num_bins=num_bins)
     if name == "ssim":
         return SSIMLoss(spatial_dims=spatial_dims, data_range=1.0)
-    raise ValueError(f"unknown image loss {name!r}; expected 'lncc', 'mse', 'mi' or 'ssim'.")
+    raise ValueError(f"unknown image loss {name!r}; expected 'lncc', 'ncc', 'mse', 'mi' or 'ssim'.")
 
 
 def make_regularizer(name: str) -> nn.Module:
-    """Field regulariser by name: ``"diffusion"`` (squared gradient) or ``"bending"`` (bending energy)."""
+    """Field regulariser by name: ``"diffusion"`` (squared gradient), ``"bending"`` (bending energy) or
+    ``"tv"`` (total variation, L1 gradient: :class:`TotalVariationLoss`)."""
     name = name.lower()
+    if name == "tv":
+        return TotalVariationLoss()
     if name == "diffusion":
         return DiffusionLoss()
     if name == "bending":
         return BendingEnergyLoss()
-    raise ValueError(f"unknown regularizer {name!r}; expected 'diffusion' or 'bending'.")
+    raise ValueError(f"unknown regularizer {name!r}; expected 'diffusion', 'bending' or 'tv'.")
 
 
 def split_targets(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -65,8 +113,8 @@ class RegistrationLoss(nn.Module):
 
     Args:
         spatial_dims: 2 or 3.
-        image_loss: ``"lncc"``, ``"mse"``, ``"mi"`` or ``"ssim"``.
-        regularizer: ``"diffusion"`` or ``"bending"``.
+        image_loss: ``"lncc"``, ``"ncc"``, ``"mse"``, ``"mi"`` or ``"ssim"``.
+        regularizer: ``"diffusion"``, ``"bending"`` or ``"tv"``.
         reg_weight: weight of the regulariser.
         label_weight: weight of the Dice term on warped labels (0 = unsupervised).
         num_labels: number of label classes including background (for the Dice term).

@@ -1,0 +1,162 @@
+"""End-to-end checks of the fcn_deep_selfsup bundle through MONAI's own bundle runner, on real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from morphzoo.paths import repo_root
+
+BUNDLE = repo_root() / "bundles" / "fcn_deep_selfsup"
+CFG = BUNDLE / "configs"
+SCHEMA = repo_root() / "schemas" / "meta_schema_20240725.json"
+HIPPO = ("hippocampus/img/hippocampus_{}.nii.gz", "hippocampus/label/hippocampus_{}.nii.gz")
+
+
+def _py(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=repo_root())
+
+
+def test_bundle_file_set():
+    for rel in ("configs/metadata.json", "configs/train.json", "configs/inference.json", "configs/evaluate.json",
+                "configs/multi_gpu_train.json", "configs/logging.conf", "configs/task_hc18_reg2d.json",
+                "docs/README.md", "docs/data_license.txt", "LICENSE", "models/model.pt", "models/model_hc18_reg2d.pt"):
+        assert (BUNDLE / rel).is_file(), f"bundles/fcn_deep_selfsup/{rel} is missing"
+
+
+def test_verify_metadata():
+    proc = _py("-m", "monai.bundle", "verify_metadata", "--meta_file", str(CFG / "metadata.json"), "--filepath", str(SCHEMA))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "metadata is verified with no error" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("overlay", [None, "task_hc18_reg2d.json"])
+def test_verify_net_in_out(overlay, tmp_path):
+    meta = json.loads((CFG / "metadata.json").read_text())
+    configs = [str(CFG / "inference.json")]
+    if overlay:  # the overlay changes the dimensionality: describe it in a metadata copy
+        configs.append(str(CFG / overlay))
+        for part, key in (("inputs", "image"), ("outputs", "pred")):
+            meta["network_data_format"][part][key]["spatial_shape"] = [160, 240]
+        meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 2
+    mfile = tmp_path / "metadata.json"
+    mfile.write_text(json.dumps(meta))
+    proc = _py("-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", str(mfile),
+               "--config_file", str(configs) if overlay else configs[0], "--bundle_root", str(BUNDLE))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("overlay", [None, "task_hc18_reg2d.json"])
+def test_ckpt_export_torchscript_matches_network(overlay, tmp_path):
+    from morphzoo.networks.nets import FCNDeepSelfSup
+
+    dims, weights = (2, "model_hc18_reg2d.pt") if overlay else (3, "model.pt")
+    configs = [str(CFG / "inference.json")] + ([str(CFG / overlay)] if overlay else [])
+    ts = tmp_path / "model.ts"
+    proc = _py("-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file",
+               str(BUNDLE / "models" / weights), "--meta_file", str(CFG / "metadata.json"),
+               "--config_file", str(configs) if overlay else configs[0], "--bundle_root", str(BUNDLE))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scripted = torch.jit.load(str(ts))
+    net = FCNDeepSelfSup(dims)
+    net.load_state_dict(torch.load(BUNDLE / "models" / weights, weights_only=True))
+    net.eval()
+    x = torch.rand(1, 2, *([32] * dims), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-5)
+        assert net(x).abs().max() > 1e-3, "shipped weights look untrained (zero field)"
+
+
+@pytest.mark.parametrize("configs,extra", [
+    (["train.json"], {}),
+    (["train.json", "task_hc18_reg2d.json"], {}),
+    (["train.json"], {"architecture": "coarse"}),
+])
+def test_train_one_short_epoch_on_real_data(configs, extra, tmp_path, data_dir, bundle_runner):
+    out = tmp_path / "run"
+    proc = bundle_runner("fcn_deep_selfsup", configs, epoch_length=2, max_epochs=1, max_train_subjects=4, num_val_pairs=2,
+                         batch_size=1, num_threads=1, output_dir=out, ckpt_dir=tmp_path / "models", **extra)
+    losses = [float(v) for v in re.findall(r"train_loss: (\S+)", proc.stdout + proc.stderr)]
+    assert len(losses) == 2 and all(np.isfinite(losses)), losses
+    # deep self-supervision: -NCC summed with weights 1 + 0.6 + 0.3 can go below -1; a single field cannot
+    assert all(v >= -1.0 - 1e-3 for v in losses) if extra else min(losses) > -1.9 - 1e-3
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    val = [r for r in log if "val_mean_dice" in r]
+    assert val and 0.0 <= val[-1]["val_mean_dice"] <= 1.0
+    model_file = "model_hc18_reg2d.pt" if "task_hc18_reg2d.json" in configs else "model.pt"
+    assert (tmp_path / "models" / model_file).is_file()
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert set(ckpt) >= {"network", "optimizer", "trainer"} and ckpt["trainer"]["iteration"] == 2
+    assert ("reg1.weight" in ckpt["network"]) == (not extra), "architecture switch not applied"
+
+
+def _hippo_pair(data_dir, a: str = "004", b: str = "006") -> dict[str, str]:
+    return {
+        "moving": str(data_dir / HIPPO[0].format(a)), "fixed": str(data_dir / HIPPO[0].format(b)),
+        "moving_label": str(data_dir / HIPPO[1].format(a)), "fixed_label": str(data_dir / HIPPO[1].format(b)),
+    }
+
+
+def test_register_own_pair_and_instance_optimisation(tmp_path, data_dir, bundle_runner):
+    """Plain registration keeps the fixed header and improves the pair's NCC; `--instance_steps N`
+    (fine-tuning with the deep-supervision loss) and `--instance_from_scratch true` (the paper's
+    "register a pair directly") give different fields; the committed weights are never modified."""
+    pair = _hippo_pair(data_dir)
+    weights = (BUNDLE / "models" / "model.pt").read_bytes()
+    runs = {"plain": {}, "tuned": {"instance_steps": 2}, "scratch": {"instance_steps": 2, "instance_from_scratch": "true"}}
+    fields = {}
+    for name, extra in runs.items():
+        bundle_runner("fcn_deep_selfsup", ["inference.json"], output_dir=tmp_path / name, **pair, **extra)
+        fields[name] = np.asarray(nib.load(str(tmp_path / name / "ddf.nii.gz")).dataobj)
+    out = tmp_path / "plain"
+    fixed = nib.load(pair["fixed"])
+    warped = nib.load(str(out / "warped.nii.gz"))
+    np.testing.assert_allclose(warped.affine, fixed.affine, atol=1e-5)
+    assert fields["plain"].shape == (64, 64, 64, 1, 3)
+    assert not np.allclose(fields["plain"], fields["tuned"]) and not np.allclose(fields["tuned"], fields["scratch"])
+    assert np.abs(fields["scratch"]).max() < np.abs(fields["plain"]).max()  # 2 steps from a near-zero field
+    # the unsupervised objective (global NCC) improves on no registration; Dice gains are small on
+    # average with these weights (see the model card) and this pair is one where it does not
+    from morphzoo.inference import minmax_normalize
+    from morphzoo.metrics import ncc_global
+
+    img = lambda p: minmax_normalize(torch.as_tensor(np.asarray(nib.load(p).dataobj), dtype=torch.float32)[None, None])  # noqa: E731
+    before = float(ncc_global(img(pair["moving"]), img(pair["fixed"]))[0])
+    metrics = {k: json.loads((tmp_path / k / "metrics.json").read_text())["metrics"] for k in runs}
+    assert metrics["plain"]["ncc"] > before + 0.05, (metrics["plain"]["ncc"], before)
+    assert metrics["tuned"]["ncc"] > metrics["plain"]["ncc"], "two fine-tuning steps should raise the pair's NCC"
+    assert (BUNDLE / "models" / "model.pt").read_bytes() == weights
+
+
+def test_evaluate_config_and_benchmark_discovery(tmp_path, data_dir, bundle_runner):
+    out = tmp_path / "eval"
+    proc = bundle_runner("fcn_deep_selfsup", ["inference.json", "task_hc18_reg2d.json", "evaluate.json"], output_dir=out,
+                         num_pairs=2, num_figures=1)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"fcn_deep_selfsup", "identity"} and summary["fcn_deep_selfsup"]["pairs"] == 2
+    assert "| fcn_deep_selfsup |" in proc.stdout
+    from morphzoo.inference.bundles import list_registration_bundles, load_bundle_registrar
+
+    assert "fcn_deep_selfsup" in list_registration_bundles()
+    reg = load_bundle_registrar(BUNDLE, task="hc18_reg2d", device="cpu")
+    assert reg.spatial_dims == 2 and reg.spatial_size == (160, 240)
+
+
+def test_multi_gpu_train_two_processes_gloo(tmp_path, data_dir, bundle_torchrun):
+    """DDP through torchrun with 2 CPU processes (gloo); the multi-output network trains under DDP."""
+    proc = bundle_torchrun("fcn_deep_selfsup", ["train.json", "multi_gpu_train.json"], epoch_length=1, max_epochs=1,
+                           max_train_subjects=4, num_val_pairs=1, output_dir=tmp_path / "run", ckpt_dir=tmp_path / "models")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["trainer"]["iteration"] == 1
+    assert not any(k.startswith("module.") for k in ckpt["network"]), "saved the DDP wrapper, not the network"
