@@ -22,6 +22,8 @@ from monai.data import decollate_batch
 from monai.inferers import Inferer, SimpleInferer
 
 from morphzoo.data.labels import clean_label
+from morphzoo.inference.evaluate import _abs
+from morphzoo.inference.registrar import sync_device
 from morphzoo.metrics.ellipse import fit_ellipse
 from morphzoo.metrics.labels import segmentation_scores
 from morphzoo.paths import data_root
@@ -86,8 +88,7 @@ class Segmenter:
         return sum(p.numel() for p in self.network.parameters())
 
     def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        sync_device(self.device)
 
     @torch.no_grad()
     def predict(self, path: str | Path) -> tuple[np.ndarray, float]:
@@ -155,11 +156,6 @@ class Segmenter:
             (tmp / "result.json").write_text(json.dumps(meta, indent=2))
         logger.info("segmented %s in %.1f ms (HC %s %s); outputs in %s", rec.path, res["time_ms"], meta["head_circumference"], unit, output_dir)
         return Path(output_dir)
-
-
-def _abs(path: str, root: Path) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else root / p
 
 
 def _item_name(item: Mapping[str, Any], k: int) -> str:
