@@ -95,12 +95,14 @@ def test_ants_affine_known_shift(case: str) -> None:
 def test_ants_affine_seeded_runs_are_reproducible() -> None:
     """The seed reaches antsRegistration (antspyx 0.6 reads it from ants.config, not from a kwarg):
     two affine runs on a pair that is not a plain shift give the same field; unseeded runs differ.
-    (SyN's deformable stage is not bit-reproducible with several ITK threads even when seeded.)"""
+    Seeded runs agree to float round-off, not bit for bit: with several ITK threads the order of
+    the metric's reductions varies (CI measured 4e-6 voxels), while unseeded runs differ by
+    ~10 voxels. (SyN's deformable stage is not bit-reproducible either, for the same reason.)"""
     mov, fix = (torch.from_numpy(phantom((64, 64), seed=s))[None, None] for s in (1, 2))
     a, b = AntsAffine()(mov, fix), AntsAffine()(mov, fix)
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-3)
     runs = [AntsAffine(random_seed=None)(mov, fix) for _ in range(3)]  # the check can fail
-    assert any(not torch.equal(runs[0], r) for r in runs[1:])
+    assert max((runs[0] - r).abs().max().item() for r in runs[1:]) > 0.1
 
 
 def test_ants_affine_is_affine_only() -> None:
