@@ -30,11 +30,8 @@ Exit status 0 only when every check passes.
 from __future__ import annotations
 
 import argparse
-import fcntl
-import hashlib
 import importlib.metadata
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -43,10 +40,14 @@ import time
 import zipfile
 from pathlib import Path
 
+if str(Path(__file__).resolve().parent) not in sys.path:  # also when loaded by file path (tests)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from venv_cache import DEFAULT_VENV_ROOT, READY, ensure_venv, venv_key  # noqa: E402,F401  (shared with label_app.py)
+from venv_cache import clean_env as _clean_env  # noqa: E402
+from venv_cache import venv_python as _venv_python  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "schemas" / "meta_schema_20240725.json"
-DEFAULT_VENV_ROOT = Path(os.environ.get("MORPHZOO_VENV_ROOT", Path.home() / ".cache" / "morphzoo" / "venvs"))
-READY = ".morphzoo_ready"
 REGISTRATION_OUTPUTS = ("warped.nii.gz", "ddf.nii.gz", "metrics.json")
 SEGMENTATION_OUTPUTS = ("mask.nii.gz",)
 
@@ -99,51 +100,6 @@ def requirements(meta: dict) -> tuple[str, list[str]]:
     except importlib.metadata.PackageNotFoundError:
         reqs.append("jsonschema")
     return torch_req, reqs
-
-
-def venv_key(torch_req: str, reqs: list[str]) -> str:
-    """Hash of the Python version and the requirements (the venv cache key)."""
-    text = "\n".join([f"python{sys.version_info[0]}.{sys.version_info[1]}", torch_req, *sorted(reqs)])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _venv_python(venv: Path) -> Path:
-    return venv / "bin" / "python"
-
-
-def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env.update(PYTHONNOUSERSITE="1", PYTHONWARNINGS="ignore", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
-    return env
-
-
-def ensure_venv(torch_req: str, reqs: list[str], venv: Path | None = None, venv_root: Path = DEFAULT_VENV_ROOT, log=print) -> Path:
-    """Create (or reuse, when its ready marker lists the same requirements) the check venv.
-
-    A file lock next to the venv serialises concurrent builders; a venv left half-built (no
-    marker) is rebuilt.
-    """
-    venv = Path(venv) if venv else Path(venv_root) / venv_key(torch_req, reqs)
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    wanted = "\n".join([torch_req, *reqs]) + "\n"
-    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        marker = venv / READY
-        if marker.is_file() and marker.read_text() == wanted and _venv_python(venv).exists():
-            log(f"[check] venv {venv} reused")
-            return venv
-        if venv.exists():
-            shutil.rmtree(venv)
-        t0 = time.perf_counter()
-        env = _clean_env()
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
-        pip = [str(_venv_python(venv)), "-m", "pip", "install", "-qq", "--no-input"]
-        # torch first: an unpinned torch from a dependency would pull the newest CUDA build
-        subprocess.run(pip + [torch_req], check=True, env=env)
-        subprocess.run(pip + [torch_req, *reqs], check=True, env=env)
-        marker.write_text(wanted)
-        log(f"[check] venv {venv} created in {time.perf_counter() - t0:.1f} s")
-    return venv
 
 
 def find_bundle_root(path: Path, workdir: Path) -> Path:

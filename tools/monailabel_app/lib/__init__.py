@@ -1,0 +1,1 @@
+"""Infer and train tasks of the MorphZoo MONAI Label app (``tools/monailabel_app``)."""
