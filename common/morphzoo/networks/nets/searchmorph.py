@@ -1,7 +1,7 @@
 """SearchMorph: correlation pyramid + diamond search + ConvGRU iterations (2D and 3D).
 
-Fan X. et al. "SearchMorph: Multi-scale correlation iterative network for deformable
-registration", arXiv:2206.13076, 2022 (paper: 2D only; the 3D version here is MorphZoo's, made
+Fan X., Zhuang S., Zhuang Z., Qiu S., Raj A.N.J., Rong Y. "SearchMorph: Multi-scale correlation
+iterative network for deformable registration" (paper: 2D only; the 3D version here is MorphZoo's, made
 possible by the on-the-fly local correlation of :class:`~morphzoo.networks.blocks.CorrelationSearch`).
 """
 
