@@ -129,6 +129,29 @@ class BundleChecks:
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
 
+    @staticmethod
+    def assert_short_training(proc: subprocess.CompletedProcess, out: Path, models_dir: Path, model_file: str,
+                              iterations: int = 2) -> dict:
+        """A short ``train.json`` run logged one finite loss per iteration, a validation Dice in
+        [0, 1] in ``training_log.jsonl``, the best model to ``models_dir/model_file`` and a resumable
+        ``checkpoints/last.pt`` at ``iterations``; returns that checkpoint."""
+        import json
+        import re
+
+        import numpy as np
+        import torch
+
+        losses = [float(v) for v in re.findall(r"train_loss: (\S+)", proc.stdout + proc.stderr)]
+        assert len(losses) == iterations and all(np.isfinite(losses)), losses
+        log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+        val = [r for r in log if "val_mean_dice" in r]
+        assert val and 0.0 <= val[-1]["val_mean_dice"] <= 1.0
+        assert (models_dir / model_file).is_file(), f"{models_dir / model_file} was not written"
+        ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+        assert set(ckpt) >= {"network", "optimizer", "trainer"} and ckpt["trainer"]["iteration"] == iterations
+        ckpt["losses"] = losses
+        return ckpt
+
     def ckpt_export(self, bundle: str, configs: list[str], model_file: str, out: Path):
         """``ckpt_export network_def`` of ``models/<model_file>``; returns the loaded TorchScript module."""
         import torch

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import nibabel as nib
 import numpy as np
@@ -91,19 +90,12 @@ def test_atlas_pairing_and_switches_in_the_train_config():
 
 
 @pytest.mark.parametrize("overlay", list(TASKS))
-def test_train_one_short_epoch_on_real_data(overlay, tmp_path, data_dir, bundle_runner):
+def test_train_one_short_epoch_on_real_data(overlay, tmp_path, data_dir, bundle_runner, bundle_checks):
     model_file = TASKS[overlay][0]
     out = tmp_path / "run"
     proc = bundle_runner("dense_eca_unet", _configs("train.json", overlay), epoch_length=2, max_epochs=1, max_train_subjects=4,
                          num_val_pairs=2, batch_size=2, num_threads=1, output_dir=out, ckpt_dir=tmp_path / "models")
-    losses = [float(v) for v in re.findall(r"train_loss: (\S+)", proc.stdout + proc.stderr)]
-    assert len(losses) == 2 and all(np.isfinite(losses)), losses
-    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
-    val = [r for r in log if "val_mean_dice" in r]
-    assert val and 0.0 <= val[-1]["val_mean_dice"] <= 1.0
-    assert (tmp_path / "models" / model_file).is_file()
-    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["trainer"]["iteration"] == 2
+    ckpt = bundle_checks.assert_short_training(proc, out, tmp_path / "models", model_file)
     assert any(k.endswith("attention.conv.weight") for k in ckpt["network"])  # the ECA network was trained
 
 
