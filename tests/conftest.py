@@ -152,6 +152,26 @@ class BundleChecks:
         ckpt["losses"] = losses
         return ckpt
 
+    @staticmethod
+    def assert_png_pair_registered(bundle: str, bundle_runner, data_dir: Path, out: Path) -> dict:
+        """Register two real HC18 PNGs of different pixel sizes with the bundle's default 2D task:
+        the warped image and the field are on the fixed PNG's grid, Dice in [0, 1]; returns the metrics."""
+        import json
+
+        import nibabel as nib
+        import numpy as np
+        from PIL import Image
+
+        hc = data_dir / "hc18" / "training_set"
+        bundle_runner(bundle, ["inference.json"], moving=hc / "001_HC.png", fixed=hc / "002_HC.png",
+                      moving_label=hc / "001_HC_Annotation.png", fixed_label=hc / "002_HC_Annotation.png", output_dir=out)
+        h, w = np.asarray(Image.open(hc / "002_HC.png")).shape[:2]
+        assert nib.load(str(out / "warped.nii.gz")).shape == (h, w)
+        assert nib.load(str(out / "ddf.nii.gz")).shape == (h, w, 1, 1, 2)
+        metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+        assert 0.0 <= metrics["dice"] <= 1.0
+        return metrics
+
     def ckpt_export(self, bundle: str, configs: list[str], model_file: str, out: Path):
         """``ckpt_export network_def`` of ``models/<model_file>``; returns the loaded TorchScript module."""
         import torch

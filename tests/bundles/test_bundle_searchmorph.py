@@ -100,20 +100,11 @@ def test_per_iteration_switch_reaches_the_loss():
     assert isinstance(p2.get_parsed_content("network_def")(torch.rand(1, 2, 16, 24)), torch.Tensor)
 
 
-def test_register_own_png_pair_and_3d_pair(tmp_path, data_dir, bundle_runner):
+def test_register_own_png_pair_and_3d_pair(tmp_path, data_dir, bundle_runner, bundle_checks):
     """A user's PNG pair of different sizes/pixel spacings (resampled, not rejected) and a NIfTI
     pair with the 3D overlay: outputs on the fixed grid, the fixed NIfTI header kept, no folding
     blow-up, the committed weights untouched."""
-    from PIL import Image
-
-    hc = data_dir / "hc18" / "training_set"
-    out = tmp_path / "png"
-    bundle_runner("searchmorph", ["inference.json"], moving=hc / "001_HC.png", fixed=hc / "002_HC.png",
-                  moving_label=hc / "001_HC_Annotation.png", fixed_label=hc / "002_HC_Annotation.png", output_dir=out)
-    h, w = np.asarray(Image.open(hc / "002_HC.png")).shape[:2]
-    assert nib.load(str(out / "warped.nii.gz")).shape == (h, w)
-    assert nib.load(str(out / "ddf.nii.gz")).shape == (h, w, 1, 1, 2)
-    assert 0.0 <= json.loads((out / "metrics.json").read_text())["metrics"]["dice"] <= 1.0
+    bundle_checks.assert_png_pair_registered("searchmorph", bundle_runner, data_dir, tmp_path / "png")
 
     weights = (BUNDLE / "models" / "model_hippocampus3d.pt").read_bytes()
     hip = "hippocampus/{}/hippocampus_{}.nii.gz"
