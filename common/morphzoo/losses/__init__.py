@@ -7,3 +7,4 @@ from morphzoo.losses.registration import (
     make_regularizer,
     split_targets,
 )
+from morphzoo.losses.mind import MINDSSCLoss, mind_ssc

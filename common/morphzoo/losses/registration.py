@@ -17,6 +17,7 @@ from monai.losses import (
 )
 from monai.networks.blocks import Warp
 
+from morphzoo.losses.mind import MINDSSCLoss
 from morphzoo.metrics.similarity import ncc_global
 
 __all__ = [
@@ -64,8 +65,11 @@ class TotalVariationLoss(nn.Module):
 
 def make_image_loss(name: str, spatial_dims: int, kernel_size: int = 9, num_bins: int = 23) -> nn.Module:
     """Image dissimilarity by name: ``"lncc"``, ``"ncc"`` (global, :class:`GlobalNCCLoss`), ``"mse"``,
-    ``"mi"`` (global mutual information) or ``"ssim"``."""
+    ``"mi"`` (global mutual information), ``"ssim"`` or ``"mind"`` (MIND-SSC descriptors,
+    :class:`~morphzoo.losses.mind.MINDSSCLoss`)."""
     name = name.lower()
+    if name == "mind":
+        return MINDSSCLoss()
     if name == "ncc":
         return GlobalNCCLoss()
     if name == "lncc":
@@ -76,7 +80,7 @@ def make_image_loss(name: str, spatial_dims: int, kernel_size: int = 9, num_bins
         return GlobalMutualInformationLoss(num_bins=num_bins)
     if name == "ssim":
         return SSIMLoss(spatial_dims=spatial_dims, data_range=1.0)
-    raise ValueError(f"unknown image loss {name!r}; expected 'lncc', 'ncc', 'mse', 'mi' or 'ssim'.")
+    raise ValueError(f"unknown image loss {name!r}; expected 'lncc', 'ncc', 'mse', 'mi', 'ssim' or 'mind'.")
 
 
 def make_regularizer(name: str) -> nn.Module:
@@ -104,7 +108,7 @@ def split_targets(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
 
 
 class RegistrationLoss(nn.Module):
-    """``sim(fixed, moving∘φ) + reg_weight * R(φ) [+ label_weight * Dice(fixed_label, moving_label∘φ)]``.
+    """``image_weight * sim(fixed, moving∘φ) + reg_weight * R(φ) [+ label_weight * Dice(fixed_label, moving_label∘φ)]``.
 
     The label term (VoxelMorph's semi-supervised mode) warps the one-hot moving label linearly and
     is off by default (``label_weight=0``), so training stays unsupervised. Multi-output networks
@@ -120,6 +124,7 @@ class RegistrationLoss(nn.Module):
         num_labels: number of label classes including background (for the Dice term).
         kernel_size: LNCC window.
         scale_weights: weights for a list of fields (finest first).
+        image_weight: weight of the image term (e.g. small for a label-driven affine network).
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class RegistrationLoss(nn.Module):
         num_labels: int = 2,
         kernel_size: int = 9,
         scale_weights: Sequence[float] | None = None,
+        image_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -141,6 +147,7 @@ class RegistrationLoss(nn.Module):
         self.regularizer = make_regularizer(regularizer)
         self.reg_weight = float(reg_weight)
         self.label_weight = float(label_weight)
+        self.image_weight = float(image_weight)
         self.num_labels = int(num_labels)
         self.scale_weights = None if scale_weights is None else [float(w) for w in scale_weights]
         self.warp = Warp(mode="bilinear", padding_mode="border")
@@ -155,7 +162,7 @@ class RegistrationLoss(nn.Module):
             mlab = flab = None
         warped = self.warp(mov, ddf)
         terms = {"similarity": self.image_loss(warped, fix), "regularization": self.regularizer(ddf)}
-        total = terms["similarity"] + self.reg_weight * terms["regularization"]
+        total = self.image_weight * terms["similarity"] + self.reg_weight * terms["regularization"]
         if self.label_weight > 0 and mlab is not None and flab is not None:
             moh = F.one_hot(mlab[:, 0].long(), self.num_labels).movedim(-1, 1).float()
             foh = F.one_hot(flab[:, 0].long(), self.num_labels).movedim(-1, 1).float()

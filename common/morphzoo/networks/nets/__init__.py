@@ -4,3 +4,4 @@ from morphzoo.networks.nets.dense_eca_unet import DenseECAUNet, dense_eca_nodes
 from morphzoo.networks.nets.fcn_deep_selfsup import FCN_ARCHITECTURES, FCNDeepSelfSup, resize_displacement
 from morphzoo.networks.nets.ghost_sc_unet import GhostSCBlock, GhostSCUNet
 from morphzoo.networks.nets.searchmorph import SearchMorph, SearchMorphEncoder
+from morphzoo.networks.nets.affine_net import AffineNet
