@@ -2,4 +2,4 @@
 
 from morphzoo.engines.checkpoint import ResumableCheckpoint
 from morphzoo.engines.logs import TrainingLog
-from morphzoo.engines.registration import RegistrationInferer, RegistrationPrepareBatch, WarpLabelsd, one_hot_labels
+from morphzoo.engines.registration import AffineInferer, RegistrationInferer, RegistrationPrepareBatch, WarpLabelsd, one_hot_labels

@@ -5,6 +5,8 @@ unsupervised pair loss.
   ``targets = cat(moving, fixed[, moving_label, fixed_label])``.
 - :class:`RegistrationInferer` runs the backbone (pair -> field) and, for diffeomorphic
   variants, integrates the velocity field (MONAI ``DVF2DDF``).
+- :class:`AffineInferer` runs an affine network (pair -> ``theta``) and returns the affine's
+  displacement field, so the same losses, post-transforms and metrics train and score it.
 - :class:`WarpLabelsd` is the evaluator's post-transform: warps the moving label with the
   predicted field so MONAI's ``MeanDice`` handler scores registration.
 """
@@ -21,7 +23,9 @@ from monai.inferers import Inferer
 from monai.networks.blocks import DVF2DDF, Warp
 from monai.transforms import MapTransform
 
-__all__ = ["RegistrationPrepareBatch", "RegistrationInferer", "WarpLabelsd", "one_hot_labels"]
+from morphzoo.transforms.affine import affine_to_ddf
+
+__all__ = ["RegistrationPrepareBatch", "RegistrationInferer", "AffineInferer", "WarpLabelsd", "one_hot_labels"]
 
 
 class RegistrationPrepareBatch(PrepareBatch):
@@ -30,10 +34,18 @@ class RegistrationPrepareBatch(PrepareBatch):
     ``inputs`` is ``(B, 2, *S)`` (moving, fixed); ``targets`` is ``(B, 4, *S)`` with the labels
     when the batch has ``moving_label``/``fixed_label`` and ``use_labels`` is set, else
     ``(B, 2, *S)``.
+
+    With ``prealign`` (a callable ``(moving, fixed) -> theta`` such as
+    :class:`morphzoo.inference.prealign.NetAffine`), the moving image and label are first warped by
+    the affine it finds, so the network trains on pre-aligned pairs exactly as it is run at
+    inference (labels by nearest neighbour, never used to find the affine).
     """
 
-    def __init__(self, use_labels: bool = True) -> None:
+    def __init__(self, use_labels: bool = True, prealign: Any = None) -> None:
         self.use_labels = use_labels
+        self.prealign = prealign
+        self._warp = Warp(mode="bilinear", padding_mode="border")
+        self._warp_nearest = Warp(mode="nearest", padding_mode="zeros")
 
     def __call__(
         self, batchdata: dict[str, torch.Tensor], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
@@ -45,12 +57,18 @@ class RegistrationPrepareBatch(PrepareBatch):
         fix = torch.as_tensor(batchdata["fixed"]).to(device=device, non_blocking=non_blocking, **kwargs)
         if mov.shape != fix.shape:
             raise ValueError(f"moving {tuple(mov.shape)} and fixed {tuple(fix.shape)} batches differ in shape.")
-        parts = [mov, fix]
-        if self.use_labels and "moving_label" in batchdata and "fixed_label" in batchdata:
-            parts += [
-                torch.as_tensor(batchdata["moving_label"]).to(device=device, non_blocking=non_blocking, **kwargs),
-                torch.as_tensor(batchdata["fixed_label"]).to(device=device, non_blocking=non_blocking, **kwargs),
-            ]
+        with_labels = self.use_labels and "moving_label" in batchdata and "fixed_label" in batchdata
+        mlab = flab = None
+        if with_labels:
+            mlab = torch.as_tensor(batchdata["moving_label"]).to(device=device, non_blocking=non_blocking, **kwargs)
+            flab = torch.as_tensor(batchdata["fixed_label"]).to(device=device, non_blocking=non_blocking, **kwargs)
+        if self.prealign is not None:
+            with torch.no_grad():
+                ddf = affine_to_ddf(self.prealign(mov, fix).to(mov.dtype), mov.shape[2:])
+                mov = self._warp(mov, ddf)
+                if mlab is not None:
+                    mlab = self._warp_nearest(mlab.float(), ddf)
+        parts = [mov, fix] + ([mlab, flab] if with_labels else [])
         return torch.cat([mov, fix], dim=1), torch.cat(parts, dim=1)
 
 
@@ -81,6 +99,18 @@ class RegistrationInferer(Inferer):
         return self._integrate(out)
 
 
+class AffineInferer(Inferer):
+    """Run an affine network (``(B, 2, *S)`` -> ``theta`` ``(B, N, N + 1)``, e.g.
+    :class:`morphzoo.networks.nets.AffineNet`) and return the affine's displacement field
+    ``(B, N, *S)`` on the input grid, so that :class:`morphzoo.losses.RegistrationLoss` (image
+    similarity and, for label-supervised training, Dice of warped labels) and :class:`WarpLabelsd`
+    train and validate it like any pair -> field network."""
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        theta = network(inputs, *args, **kwargs)
+        return affine_to_ddf(theta.to(inputs.dtype), inputs.shape[2:])
+
+
 def one_hot_labels(label: torch.Tensor, num_labels: int, channel_dim: int = 0) -> torch.Tensor:
     """One-channel integer label map to one-hot float.
 
@@ -99,9 +129,15 @@ class WarpLabelsd(MapTransform):
     """Evaluator post-transform: ``pred`` (field ``(N, *S)``) -> one-hot warped moving label,
     ``label`` -> one-hot fixed label, for MONAI's ``MeanDice``/``HausdorffDistance`` handlers.
 
+    The labels are taken from the engine's targets when they carry them (``label`` of 4 channels:
+    moving, fixed, moving label, fixed label, as :class:`RegistrationPrepareBatch` builds them), so
+    that with a pre-alignment stage the field is applied to the pre-aligned moving label exactly as
+    in the loss; otherwise from the batch's ``moving_label``/``fixed_label``.
+
     Args:
         num_labels: classes including background.
         field_key, moving_label_key, fixed_label_key: keys of the decollated batch+output dict.
+        target_key: key of the engine's targets.
     """
 
     def __init__(
@@ -111,18 +147,24 @@ class WarpLabelsd(MapTransform):
         moving_label_key: str = "moving_label",
         fixed_label_key: str = "fixed_label",
         output_keys: Sequence[str] = ("pred", "label"),
+        target_key: str = "label",
     ) -> None:
         super().__init__([field_key], allow_missing_keys=False)
         self.num_labels = int(num_labels)
-        self.field_key, self.mkey, self.fkey = field_key, moving_label_key, fixed_label_key
+        self.field_key, self.mkey, self.fkey, self.tkey = field_key, moving_label_key, fixed_label_key, target_key
         self.output_keys = tuple(output_keys)
         self.warp = Warp(mode="nearest", padding_mode="zeros")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         ddf = torch.as_tensor(d[self.field_key])
-        mlab = torch.as_tensor(d[self.mkey]).to(ddf.device).float()
-        flab = torch.as_tensor(d[self.fkey]).to(ddf.device).float()
+        targets = d.get(self.tkey)
+        if targets is not None and torch.as_tensor(targets).shape[0] == 4:
+            targets = torch.as_tensor(targets).to(ddf.device)
+            mlab, flab = targets[2:3].float(), targets[3:4].float()
+        else:
+            mlab = torch.as_tensor(d[self.mkey]).to(ddf.device).float()
+            flab = torch.as_tensor(d[self.fkey]).to(ddf.device).float()
         warped = self.warp(mlab[None], ddf[None].float())[0]
         d[self.output_keys[0]] = one_hot_labels(warped, self.num_labels)
         d[self.output_keys[1]] = one_hot_labels(flab, self.num_labels)

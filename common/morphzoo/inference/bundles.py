@@ -1,6 +1,6 @@
 """Load a registration bundle's ``Registrar`` through MONAI's bundle API (``monai.bundle.ConfigParser``).
 
-A registration bundle is a folder ``bundles/<name>/`` whose ``configs/inference.json`` defines
+A registration bundle is a folder (anywhere: the caller names it) whose ``configs/inference.json`` defines
 a ``registrar`` (a :class:`~morphzoo.inference.Registrar`), a ``network_def`` and a
 ``load_weights`` expression. Its default task is the config's ``task``; any other task ``T`` is
 the overlay ``configs/task_T.json`` merged on top (as ``python -m monai.bundle run --config_file
@@ -17,22 +17,17 @@ from typing import Any
 import torch
 
 from morphzoo.inference.registrar import Registrar
-from morphzoo.paths import repo_root
 
 __all__ = ["load_bundle_registrar", "list_registration_bundles", "bundle_config_files", "bundle_default_task"]
 
 
-def _bundles_dir(root: str | Path | None) -> Path:
-    return Path(root) if root is not None else repo_root() / "bundles"
-
-
-def list_registration_bundles(root: str | Path | None = None) -> dict[str, Path]:
-    """Registration bundles under ``root`` (default ``<repo>/bundles``): name -> bundle folder.
-
-    A bundle counts when its ``configs/inference.json`` has a ``registrar`` key.
+def list_registration_bundles(root: str | Path) -> dict[str, Path]:
+    """Registration bundles in the folder ``root`` (e.g. a checkout's ``bundles/``, passed in by the
+    caller): name -> bundle folder. A bundle counts when its ``configs/inference.json`` has a
+    ``registrar`` key.
     """
     out: dict[str, Path] = {}
-    base = _bundles_dir(root)
+    base = Path(root)
     for d in sorted(base.glob("*")) if base.is_dir() else []:
         cfg = d / "configs" / "inference.json"
         if not cfg.is_file():

@@ -1,13 +1,21 @@
-"""``Registrar``: register a (moving, fixed) pair with a trained pair -> field network.
+"""``Registrar``: register a (moving, fixed) pair with the registration pipeline of a bundle.
 
 The moving image is first resampled onto the fixed image's grid (world coordinates for NIfTI,
-a resize for PNG), both are intensity-normalised and resized to the network's grid, the field is
-predicted there and brought back to the fixed grid (values rescaled), and the original-resolution
-moving image and label are warped with it. Outputs keep the fixed image's affine and header.
+a resize for PNG) and both are intensity-normalised. Then, on the network's grid:
+
+1. ``prealign`` (optional) finds a global affine ``A`` (see :mod:`morphzoo.inference.prealign`);
+2. the network (or a ``field_fn``) predicts a field ``u`` on the pre-aligned pair ``(moving ∘ A, fixed)``;
+3. ``refine`` (optional) optimises ``u`` on the pair without labels (:class:`~morphzoo.inference.FieldRefiner`).
+
+The field is brought back to the fixed grid (values rescaled) and composed with the affine into one
+map ``x -> A(x + u(x))`` (:func:`~morphzoo.transforms.affine.compose_affine_field`), with which the
+moving image and label are interpolated once. Outputs keep the fixed image's affine and header;
+each stage's time is recorded in the metrics.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import time
@@ -21,22 +29,24 @@ import torch.nn as nn
 from monai.networks.blocks import Warp
 
 from morphzoo.engines.registration import RegistrationInferer
-from morphzoo.metrics import jacobian_stats, label_overlap_and_distance, ncc_global, nmi, ssim
+from morphzoo.metrics import hd95_learn2reg, jacobian_stats, label_overlap_and_distance, ncc_global, nmi, ssim
 from morphzoo.transforms.io import (
     ImageRecord,
     InputError,
     atomic_output_dir,
     check_outputs_free,
-    read_image,
-    read_label,
     write_nifti_like,
     write_png,
 )
+from morphzoo.transforms.affine import compose_affine_field, resample_affine
 from morphzoo.transforms.spatial import resample_to_reference, resize_field, resize_image
+from morphzoo.transforms.subjects import read_subject
 
 __all__ = ["Registrar", "RegistrationResult", "minmax_normalize", "load_weights", "OUTPUT_NAMES"]
 
 logger = logging.getLogger(__name__)
+
+_HAS_SURFACE_DISTANCE = importlib.util.find_spec("surface_distance") is not None
 
 OUTPUT_NAMES = ("warped.nii.gz", "warped_label.nii.gz", "ddf.nii.gz", "metrics.json")
 
@@ -67,12 +77,37 @@ class RegistrationResult:
         ddf: ``(N, *S)`` displacement in voxels of the fixed grid, array-axis order.
         warped_label: ``(*S)`` warped moving label or ``None``.
         metrics: flat dict of numbers (time, Jacobian statistics, similarities, label metrics).
+        theta: ``(N, N + 1)`` the pre-alignment affine in normalised coordinates (fixed -> moving,
+            see :mod:`morphzoo.transforms.affine`), ``None`` without a pre-alignment stage; ``ddf``
+            already contains it.
     """
 
     warped: np.ndarray
     ddf: np.ndarray
     warped_label: np.ndarray | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    theta: np.ndarray | None = None
+
+
+class _StageClock:
+    """``with clock("name_ms"):`` adds the block's wall time (device-synchronised) to ``times``."""
+
+    def __init__(self, device: torch.device, times: dict[str, float] | None) -> None:
+        self.device, self.times = device, times
+
+    def __call__(self, name: str) -> "_StageClock":
+        self.name = name
+        return self
+
+    def __enter__(self) -> None:
+        if self.times is not None:
+            sync_device(self.device)
+            self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.times is not None:
+            sync_device(self.device)
+            self.times[self.name] = self.times.get(self.name, 0.0) + (time.perf_counter() - self.t0) * 1000.0
 
 
 class Registrar:
@@ -90,6 +125,10 @@ class Registrar:
         size_multiple: divisor the network needs when ``spatial_size`` is ``None``.
         field_fn: alternative to ``network``: ``field_fn(moving, fixed) -> ddf`` on ``(B, 1, *S)``
             tensors at the network grid (e.g. per-pair optimisation, classical methods).
+        prealign: global stage ``prealign(moving, fixed) -> theta`` run first on the network grid
+            (:func:`morphzoo.inference.prealign.make_prealign`); ``None`` skips it.
+        refine: label-free stage ``refine(moving, fixed, ddf) -> ddf`` run after the network on
+            the network grid (:class:`morphzoo.inference.FieldRefiner`); ``None`` skips it.
     """
 
     def __init__(
@@ -102,6 +141,8 @@ class Registrar:
         labels: Sequence[int] | None = None,
         size_multiple: int = 8,
         field_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        prealign: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        refine: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
@@ -117,9 +158,12 @@ class Registrar:
         self.labels = None if labels is None else [int(v) for v in labels]
         self.size_multiple = int(size_multiple)
         self.field_fn = field_fn
+        self.prealign = prealign
+        self.refine = refine
         self.warp = Warp(mode="bilinear", padding_mode="border")
         self.warp_nearest = Warp(mode="nearest", padding_mode="zeros")
         self._warm = False
+        self.last_theta: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ core
     def _network_size(self, fixed_shape: Sequence[int]) -> tuple[int, ...]:
@@ -128,17 +172,35 @@ class Registrar:
         m = self.size_multiple
         return tuple(int(np.ceil(s / m) * m) for s in fixed_shape)
 
-    def predict_field(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-        """Field on the fixed grid for normalised ``(1, 1, *S)`` tensors already on that grid."""
+    def predict_field(self, moving: torch.Tensor, fixed: torch.Tensor, times: dict[str, float] | None = None) -> torch.Tensor:
+        """Field on the fixed grid for normalised ``(1, 1, *S)`` tensors already on that grid.
+
+        Runs the pipeline (pre-alignment, network or ``field_fn``, refinement) on the network grid
+        and returns the composed field ``x -> A(x + u(x))`` on the fixed grid. The affine is kept in
+        ``self.last_theta``; with ``times`` given, each stage's milliseconds are stored there
+        (``prealign_ms``, ``network_ms``, ``refine_ms``).
+        """
         size = tuple(fixed.shape[2:])
         net_size = self._network_size(size)
-        mov_n, fix_n = resize_image(moving, net_size), resize_image(fixed, net_size)
+        fix_n = resize_image(fixed, net_size)
+        clock = _StageClock(self.device, times)
+        theta = None
         with torch.no_grad():
-            if self.field_fn is not None:
-                ddf = self.field_fn(mov_n, fix_n)
-            else:
-                ddf = self.inferer(torch.cat([mov_n, fix_n], dim=1), self.network)
-        return resize_field(ddf.float(), size)
+            if self.prealign is not None:
+                with clock("prealign_ms"):
+                    theta = self.prealign(resize_image(moving, net_size), fix_n).to(moving.dtype)
+            mov_n = resample_affine(moving, theta, net_size) if theta is not None else resize_image(moving, net_size)
+            with clock("network_ms"):
+                if self.field_fn is not None:
+                    ddf = self.field_fn(mov_n, fix_n)
+                else:
+                    ddf = self.inferer(torch.cat([mov_n, fix_n], dim=1), self.network)
+        if self.refine is not None:
+            with clock("refine_ms"):
+                ddf = self.refine(mov_n, fix_n, ddf.float())
+        ddf = resize_field(ddf.float().detach(), size)
+        self.last_theta = theta
+        return compose_affine_field(theta, ddf) if theta is not None else ddf
 
     def _sync(self) -> None:
         sync_device(self.device)
@@ -173,12 +235,16 @@ class Registrar:
             self._warm = True
         self._sync()
         t0 = time.perf_counter()
-        ddf = self.predict_field(mov, fix)
+        times: dict[str, float] = {}
+        ddf = self.predict_field(mov, fix, times)
+        theta = self.last_theta
         warped = self.warp(mov, ddf)
         self._sync()
         ms = (time.perf_counter() - t0) * 1000.0
 
         metrics: dict[str, float] = {"time_ms": ms}
+        if self.prealign is not None or self.refine is not None:
+            metrics.update({f"time_{k}": v for k, v in times.items()})
         metrics.update({k: float(v[0]) for k, v in jacobian_stats(ddf).items()})
         metrics["ncc"] = float(ncc_global(warped, fix)[0])
         metrics["ssim"] = float(ssim(warped, fix)[0])
@@ -196,9 +262,15 @@ class Registrar:
                 metrics.update(
                     label_overlap_and_distance(warped_label, fixed_label.array, fg, spacing=fixed.spacing, distances=distances)
                 )
+                if distances and _HAS_SURFACE_DISTANCE:  # Learn2Reg's own HD95 definition, beside ours
+                    metrics["hd95_l2r"] = hd95_learn2reg(warped_label, fixed_label.array, fg, spacing=fixed.spacing)
         warped_raw = self.warp(mov_raw, ddf)  # the moving image's own intensities, for writing
         return RegistrationResult(
-            warped=warped_raw[0, 0].cpu().numpy(), ddf=ddf[0].cpu().numpy(), warped_label=warped_label, metrics=metrics
+            warped=warped_raw[0, 0].cpu().numpy(),
+            ddf=ddf[0].cpu().numpy(),
+            warped_label=warped_label,
+            metrics=metrics,
+            theta=None if theta is None else theta[0].detach().cpu().numpy(),
         )
 
     # ------------------------------------------------------------------ files
@@ -212,18 +284,14 @@ class Registrar:
         fixed_spacing: Sequence[float] | None = None,
     ) -> tuple[ImageRecord, ImageRecord, ImageRecord | None, ImageRecord | None]:
         """Read and validate a pair (and labels); every problem raises :class:`InputError` naming the file."""
-        mov = read_image(moving, spacing=moving_spacing, what="moving image")
-        fix = read_image(fixed, spacing=fixed_spacing, what="fixed image")
+        cwd = Path.cwd()  # a user's relative paths mean the working directory, not the data root
+        mov, mlab = read_subject(moving, moving_label or None, root=cwd, labels=self.labels, label_policy="error", pixel_size_mm=moving_spacing, role="moving")
+        fix, flab = read_subject(fixed, fixed_label or None, root=cwd, labels=self.labels, label_policy="error", pixel_size_mm=fixed_spacing, role="fixed")
         if mov.spatial_dims != fix.spatial_dims:
             raise InputError(
                 f"{mov.path} is {mov.spatial_dims}D (shape {mov.shape}) but {fix.path} is {fix.spatial_dims}D "
                 f"(shape {fix.shape}); moving and fixed must have the same dimensionality."
             )
-        mlab = flab = None
-        if moving_label:
-            mlab = read_label(moving_label, allowed=self.labels, spacing=moving_spacing, what="moving label")
-        if fixed_label:
-            flab = read_label(fixed_label, allowed=self.labels, spacing=fixed_spacing, what="fixed label")
         return mov, fix, mlab, flab
 
     def register_files(

@@ -22,11 +22,10 @@ from monai.data import decollate_batch
 from monai.inferers import Inferer, SimpleInferer
 
 from morphzoo.data.labels import clean_label
-from morphzoo.inference.evaluate import _abs
 from morphzoo.inference.registrar import sync_device
 from morphzoo.metrics.ellipse import fit_ellipse
 from morphzoo.metrics.labels import segmentation_scores
-from morphzoo.paths import data_root
+from morphzoo.transforms.subjects import resolve_path
 from morphzoo.transforms.io import (
     ImageRecord,
     InputError,
@@ -170,8 +169,12 @@ def evaluate_segmentation(
     num_images: int | None = None,
     num_figures: int = 2,
     progress: bool = True,
+    root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Segment every item with every method; metrics in each image's original grid.
+
+    Relative paths of the items are under ``root`` (the configs' ``dataset_dir``; default
+    :func:`morphzoo.paths.data_root`).
 
     Writes ``images.csv`` (one row per image and method), ``summary.json``/``summary.md`` (mean ±
     std, median ms, parameters) and overlays for the first ``num_figures`` images. Distances are
@@ -180,10 +183,9 @@ def evaluate_segmentation(
     """
     from tqdm.auto import tqdm
 
-    from morphzoo.inference.evaluate import _atomic_text, summarize, summary_markdown, write_pairs_csv
+    from morphzoo.inference.reports import summarize, summary_markdown, write_pairs_csv, write_text_atomic
     from morphzoo.viz import overlay_mask
 
-    root = data_root()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = list(items)[: num_images or None]
@@ -193,7 +195,7 @@ def evaluate_segmentation(
         px = item.get("pixel_size_mm")
         spacing = None if px is None else (float(px), float(px))
         try:
-            ref = read_label(_abs(item["label"], root), spacing=spacing, what="label")
+            ref = read_label(resolve_path(item["label"], root), spacing=spacing, what="label")
             ref_arr = clean_label(ref.array, labels, source=str(ref.path))
         except Exception as e:
             rows += [{"method": m, "image": name, "error": f"{type(e).__name__}: {e}"} for m in methods]
@@ -201,7 +203,7 @@ def evaluate_segmentation(
         for method, seg in methods.items():
             row: dict[str, Any] = {"method": method, "image": name}
             try:
-                res, rec = seg.segment(_abs(item["image"], root), spacing=spacing)
+                res, rec = seg.segment(resolve_path(item["image"], root), spacing=spacing)
                 row.update(segmentation_scores(res["prob"], ref_arr, spacing=rec.spacing))
                 row["time_ms"] = res["time_ms"]
                 row["hc_mm"] = res["hc"]
@@ -219,8 +221,8 @@ def evaluate_segmentation(
     write_pairs_csv(rows, out / "images.csv")
     params = {m: s.num_parameters for m, s in methods.items()}
     summary = summarize(rows, SEGMENTATION_METRICS, parameters=params)
-    _atomic_text(out / "summary.json", json.dumps(summary, indent=2))
-    _atomic_text(out / "summary.md", summary_markdown(summary, SEGMENTATION_METRICS, unit="image"))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / "summary.md", summary_markdown(summary, SEGMENTATION_METRICS, unit="image"))
     return summary
 
 
@@ -228,7 +230,9 @@ class SegmentationRunner:
     """What a segmentation bundle's ``inference.json`` runs.
 
     With ``image`` set (``--image PATH``) segments that image into ``output_dir``; otherwise every
-    item of ``items`` (the test split) into ``output_dir/<image name>/``.
+    item of ``items``, or of split ``split`` of the ``datalist`` file (read only then), into
+    ``output_dir/<image name>/``, relative paths under ``dataset_dir``. A user's bad input ends
+    :meth:`run` with one line and exit status 2.
     """
 
     def __init__(
@@ -240,13 +244,18 @@ class SegmentationRunner:
         overwrite: bool | str = False,
         items: Sequence[Mapping[str, Any]] | None = None,
         num_images: int | None = None,
+        dataset_dir: str | Path | None = None,
+        datalist: str | Path | None = None,
+        split: str = "test",
     ) -> None:
         self.segmenter = segmenter
+        self.dataset_dir = dataset_dir
+        self.datalist, self.split = datalist, split
         self.output_dir = Path(output_dir)
         self.image = image or None
         self.pixel_size_mm = float(pixel_size_mm) if pixel_size_mm not in (None, "", 0) else None
         self.overwrite = overwrite in (True, "true", "True", "1", 1)
-        self.items = list(items or [])
+        self.items = None if items is None else list(items)
         self.num_images = num_images
 
     def _one(self, path: str | Path, px: float | None, out: Path) -> dict[str, Any]:
@@ -259,11 +268,25 @@ class SegmentationRunner:
         return {"image": str(rec.path), "hc": res["hc"], "time_ms": res["time_ms"]}
 
     def run(self) -> list[dict[str, Any]]:
+        """Segment (see the class); exits with status 2 and one line on a user's bad input."""
+        from morphzoo.inference.runner import cli_errors
+
+        with cli_errors():
+            return self._run()
+
+    def _run(self) -> list[dict[str, Any]]:
         if self.image:
             return [self._one(self.image, self.pixel_size_mm, self.output_dir)]
-        root = data_root()
+        from morphzoo.inference.runner import datalist_pairs
+
+        items = self.items
+        if items is None:
+            if self.datalist is None:
+                raise InputError("give --image PATH, or a datalist to segment its test images.")
+            items = datalist_pairs(self.datalist, self.split)
+        root = self.dataset_dir
         results = []
-        for k, item in enumerate(self.items[: self.num_images or None]):
+        for k, item in enumerate(items[: self.num_images or None]):
             px = item.get("pixel_size_mm")
-            results.append(self._one(_abs(item["image"], root), None if px is None else float(px), self.output_dir / _item_name(item, k)))
+            results.append(self._one(resolve_path(item["image"], root), None if px is None else float(px), self.output_dir / _item_name(item, k)))
         return results

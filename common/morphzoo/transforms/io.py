@@ -138,6 +138,7 @@ def read_image(
     spatial_dims: int | None = None,
     spacing: Sequence[float] | None = None,
     what: str = "image",
+    allow_constant: bool = False,
 ) -> ImageRecord:
     """Read and validate a single-channel 2D or 3D image.
 
@@ -146,13 +147,15 @@ def read_image(
         spatial_dims: expected number of spatial dimensions (2 or 3); ``None`` accepts both.
         spacing: pixel size for PNG files (PNG stores none); ignored for NIfTI.
         what: how the file is named in error messages (``"moving image"``, ``"fixed label"``...).
+        allow_constant: accept an image whose values are all equal (label maps may be all
+            background; an image with no contrast cannot be registered or segmented).
 
     Returns:
         An :class:`ImageRecord` with a float32 array.
 
     Raises:
         InputError: missing, empty, corrupt/truncated file; unsupported type; several channels;
-            wrong dimensionality; NaN or Inf values.
+            wrong dimensionality; NaN or Inf values; a constant image (unless ``allow_constant``).
     """
     p = Path(path)
     if not p.exists():
@@ -178,6 +181,8 @@ def read_image(
     if not np.isfinite(arr).all():
         n_nan, n_inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
         raise InputError(f"{p}: {what} contains {n_nan} NaN and {n_inf} Inf values.")
+    if not allow_constant and arr.size and float(arr.min()) == float(arr.max()):
+        raise InputError(f"{p}: {what} is constant (every value is {float(arr.min()):g}); there is nothing to register or segment.")
     return ImageRecord(array=arr, affine=affine, spacing=tuple(sp[: arr.ndim]), path=p, kind=kind, header=header)
 
 
@@ -206,7 +211,7 @@ def read_label(
     Raises:
         InputError: as :func:`read_image`, plus non-integer values or values outside ``allowed``.
     """
-    rec = read_image(path, spatial_dims=spatial_dims, spacing=spacing, what=what)
+    rec = read_image(path, spatial_dims=spatial_dims, spacing=spacing, what=what, allow_constant=True)
     arr = rec.array
     if rec.kind == "png" and binarize_png and arr.max() > 127:  # 0/255 masks; small label values are kept
         arr = (arr > 127).astype(np.float32)
