@@ -1,0 +1,75 @@
+"""tools/render_configs.py: the committed bundle configs are renders of one shared source plus each
+bundle's short method file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("morphzoo_render_configs", REPO / "tools" / "render_configs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_committed_configs_equal_their_render() -> None:
+    bad = _tool().differences()
+    assert not bad, "configs differ from their render (run `python tools/render_configs.py`): " + ", ".join(
+        str(p.relative_to(REPO)) for p in bad
+    )
+
+
+def test_every_bundle_has_a_method_file() -> None:
+    for bundle in sorted((REPO / "bundles").iterdir()):
+        if bundle.is_dir():
+            assert (bundle / "method.json").is_file(), f"{bundle.name}: no method.json (see tools/render_configs.py)"
+
+
+def test_a_registration_bundle_is_a_short_method_file() -> None:
+    """What is unique to a registration bundle stays small next to the configs rendered from it."""
+    tool = _tool()
+    for bundle, files in tool.rendered_bundles().items():
+        method = json.loads((bundle / "method.json").read_text())
+        if method["kind"] != "registration":
+            continue
+        unique = len((bundle / "method.json").read_text().splitlines())
+        rendered = sum(len(t.splitlines()) for t in files.values())
+        assert unique <= 80 and unique < rendered / 8, f"{bundle.name}: {unique} method lines for {rendered} rendered lines"
+
+
+def test_merge_semantics() -> None:
+    merge = _tool().merge
+    base = {"a": 1, "d": {"x": 1, "y": [1, 2]}, "l": [1]}
+    out = merge(base, {"d": {"y": [3], "z": 2}, "l": [2, 3], "n": None})
+    assert out == {"a": 1, "d": {"x": 1, "y": [3], "z": 2}, "l": [2, 3], "n": None}
+    assert base == {"a": 1, "d": {"x": 1, "y": [1, 2]}, "l": [1]}  # inputs untouched
+
+
+def test_task_overlays_carry_the_shared_task_facts() -> None:
+    """A task overlay is the task's shared facts plus the method's keys for it; MONAI merges it on top."""
+    from monai.bundle import ConfigParser
+
+    facts = json.loads((REPO / "tools" / "bundle_templates" / "tasks" / "hc18_reg2d.json").read_text())
+    overlay = REPO / "bundles" / "voxelmorph" / "configs" / "task_hc18_reg2d.json"
+    parser = ConfigParser()
+    parser.read_config([str(REPO / "bundles" / "voxelmorph" / "configs" / "train.json"), str(overlay)])
+    for key in ("task", "spatial_dims", "labels"):
+        assert parser[key] == facts[key]
+    assert parser["image_loss"] == "mse" and parser["model_file"] == "model_hc18_reg2d.pt"
+
+
+def test_check_mode_reports_a_hand_edit(tmp_path, monkeypatch) -> None:
+    import shutil
+
+    tool = _tool()
+    shutil.copytree(REPO / "bundles" / "voxelmorph", tmp_path / "voxelmorph", ignore=shutil.ignore_patterns("models", "runs", "docs"))
+    assert tool.differences(tmp_path) == []
+    cfg = tmp_path / "voxelmorph" / "configs" / "inference.json"
+    cfg.write_text(cfg.read_text().replace('"refine_steps": 0', '"refine_steps": 7', 1) if '"refine_steps": 0' in cfg.read_text() else cfg.read_text() + " ")
+    assert tool.differences(tmp_path) == [cfg]
