@@ -2,7 +2,8 @@
 """Compare registration bundles and classical baselines on the same test pairs, in one run.
 
 Every method goes through the same :class:`~morphzoo.inference.Registrar` code (resampling onto
-the fixed grid, warping, metrics) on the first N pairs of a pair set (``--pair-set``: the 100 fixed test pairs, or every test subject onto the atlas) of
+the fixed grid, warping, metrics) on the first N pairs of a pair set (``--pair-set``: the 100 fixed test
+pairs, every test subject onto the atlas, or the validation pairs used to choose defaults) of
 ``datalists/<task>.json``; speed is compared as ratios against ANTs SyN measured in the same run.
 
 Examples::
@@ -12,13 +13,23 @@ Examples::
     python tools/benchmark.py --task hippocampus3d --learn2reg-export --readme
     python tools/benchmark.py --task hippocampus2d --pair-set atlas_test_pairs --methods identity,ants_affine
 
-Methods (``--methods``, comma-separated; default: all available):
+Methods (``--methods``, comma-separated; default: identity, ants_syn, elastix_bspline and every
+bundle with weights for the task; the registry is :mod:`morphzoo.inference.methods`):
     identity                 no registration (the floor)
-    ants_syn                 ANTs SyN (antspyx)             } need ``pip install -e .[baselines]``
-    elastix_bspline          elastix B-spline (itk-elastix) }
-    ants_affine              ANTs affine only (antspyx; named explicitly, not in the default set)
-    <bundle>                 any registration bundle under bundles/ (weights for the task must exist)
+    ants_syn                 ANTs SyN (antspyx; affine + SyN)                } need
+    ants_synra               ANTs SyNRA (rigid + affine + SyN)               } ``pip install
+    ants_affine              ANTs affine only                                } -e .[baselines]``
+    elastix_bspline          elastix B-spline (itk-elastix)                  }
+    elastix_affine_bspline   elastix affine, then B-spline                   }
+    convexadam               ConvexAdam, default settings (3D only)          }
+    <bundle>                 a registration bundle under --bundles (its default pipeline for the task)
+    <bundle>[k=v;k2=v2]      the same with config overrides, e.g. searchmorph[prealign=none],
+                             voxelmorph[refine_steps=0] (the stage ablations)
     NAME=module:attr         any importable ``field_fn(moving, fixed) -> ddf`` (or a Registrar)
+
+The table reports each pipeline stage's median time (prealign / network / refine ms) beside the
+total, and, where the ``surface-distance`` package is installed, Learn2Reg's own HD95 (``hd95_l2r``)
+and SDlogJ (``sdlogj_l2r``) beside ours.
 
 Outputs in ``--out`` (default ``outputs/benchmark/<task>``, git-ignored): ``pairs.csv`` (one row per method and
 pair, with the error of a failed registration), ``summary.json``, ``summary.md``, ``run.json``
@@ -30,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import importlib
 import json
 import os
 import re
@@ -40,28 +50,18 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-TASKS: dict[str, dict[str, Any]] = {
-    # network grid of every method (bundles use their own config's; this is the baselines'/plugins')
-    "hippocampus3d": {
-        "spatial_size": (64, 64, 64),
-        "metrics": ("dice", "dice_1", "dice_2", "hd95", "assd", "folding_percent", "sdlogj", "ncc", "time_ms"),
-    },
-    "hippocampus2d": {
-        "spatial_size": (64, 64),
-        "metrics": ("dice", "dice_1", "dice_2", "hd95", "assd", "folding_percent", "sdlogj", "ncc", "time_ms"),
-    },
-    "hc18_reg2d": {
-        "spatial_size": (160, 240),
-        "metrics": ("dice", "hd", "hd95", "assd", "folding_count", "folding_percent", "jacobian_std", "ncc", "ssim", "nmi", "time_ms"),
-    },
-}
-BASELINE_NAMES = ("ants_syn", "elastix_bspline")  # the default set; every key of baselines.BASELINES can be named
-PAIR_SETS = ("test", "atlas_test_pairs")
+REPO = Path(__file__).resolve().parents[1]
+STAGE_TIMES = ("time_prealign_ms", "time_network_ms", "time_refine_ms")
+
+PAIR_SETS = ("test", "atlas_test_pairs", "validation_pairs")
+PAIR_SET_NAMES = {"test": "test", "atlas_test_pairs": "atlas test", "validation_pairs": "validation"}
 REFERENCE = "ants_syn"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    from morphzoo.inference.methods import TASKS
+
     p.add_argument("--task", required=True, choices=sorted(TASKS))
     p.add_argument("--methods", default=None, help="comma-separated method names (default: every available one)")
     p.add_argument("--pairs", type=int, default=None, help="first N of the pair set's pairs (default: all)")
@@ -69,8 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pair-set",
         default="test",
         choices=PAIR_SETS,
-        help="datalist pairs: 'test' (100 fixed inter-subject pairs, default) or 'atlas_test_pairs' (every test subject -> atlas)",
+        help="datalist pairs: 'test' (100 fixed inter-subject pairs, default), 'atlas_test_pairs' (every test subject -> atlas) "
+        "or 'validation_pairs' (the 20 validation pairs: choose a bundle's default pipeline there, never on test pairs)",
     )
+    p.add_argument("--bundles", default=str(REPO / "bundles"), help="folder of the registration bundles (default: this checkout's bundles/)")
     p.add_argument("--device", default=None, help="torch device for networks, warping and metrics (default: cuda if available)")
     p.add_argument("--out", default=None, help="output folder (default: outputs/benchmark/<task>)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch, ANTs and elastix (default: all cores)")
@@ -99,69 +101,6 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-# ---------------------------------------------------------------------------- methods
-def build_methods(names: list[str] | None, task: str, spatial_dims: int, labels: list[int], device, threads: int):
-    """Build the Registrars. With ``names=None`` every available method is taken and the
-    unavailable ones are returned in ``skipped`` (name -> reason); a named method that cannot be
-    built raises."""
-    from morphzoo.inference import identity_registrar
-    from morphzoo.inference.baselines import BASELINES, baseline_registrar
-    from morphzoo.inference.bundles import list_registration_bundles, load_bundle_registrar
-    from morphzoo.inference.registrar import Registrar
-
-    bundles = list_registration_bundles()
-    explicit = names is not None
-    if names is None:
-        names = ["identity", *BASELINE_NAMES, *bundles]
-    size = TASKS[task]["spatial_size"]
-    methods: dict[str, Registrar] = {}
-    skipped: dict[str, str] = {}
-    for spec in names:
-        name, _, target = spec.partition("=")
-        try:
-            if name in methods:
-                raise ValueError(f"method {name!r} given twice.")
-            if target:
-                methods[name] = _plugin(target, spatial_dims, size, labels, device)
-            elif name == "identity":
-                methods[name] = identity_registrar(spatial_dims, labels, device)
-                methods[name].num_parameters = 0
-            elif name in BASELINES:
-                kw = {"number_of_threads": threads} if name == "elastix_bspline" else {}
-                methods[name] = baseline_registrar(name, spatial_dims, size, labels, device, **kw)
-            elif name in bundles:
-                methods[name] = load_bundle_registrar(bundles[name], task=task, device=device)
-                if methods[name].spatial_dims != spatial_dims:
-                    raise ValueError(f"bundle {name} registers {methods[name].spatial_dims}D images, task {task} is {spatial_dims}D.")
-            else:
-                raise ValueError(
-                    f"unknown method {name!r}: choose from identity, {', '.join(BASELINES)}, "
-                    f"{', '.join(bundles) or '(no bundles)'} or NAME=module:attr."
-                )
-        except Exception as e:
-            methods.pop(name, None)
-            if explicit:
-                raise SystemExit(f"benchmark: cannot use method {name!r}: {type(e).__name__}: {e}") from e
-            skipped[name] = f"{type(e).__name__}: {e}"
-    return methods, skipped
-
-
-def _plugin(target: str, spatial_dims: int, size, labels, device):
-    from morphzoo.inference.registrar import Registrar
-
-    mod, _, attr = target.partition(":")
-    if not mod or not attr:
-        raise ValueError(f"{target!r}: expected module:attr")
-    obj = importlib.import_module(mod)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if isinstance(obj, Registrar):
-        return obj
-    if not callable(obj):
-        raise TypeError(f"{target} is neither a Registrar nor a field_fn(moving, fixed) -> ddf.")
-    return Registrar(None, spatial_dims, spatial_size=size, labels=labels, device=device, size_multiple=1, field_fn=obj)
 
 
 # ---------------------------------------------------------------------------- Learn2Reg export
@@ -202,9 +141,11 @@ def make_exporter(out: Path):
 def readme_block(task: str, table: str, command: str, info: Mapping[str, Any]) -> str:
     return (
         f"<!-- results:{task}:start -->\n"
-        f"Generated on {info['date']} by `{command}`: {info['pairs']} test pairs, device {info['device']}, "
+        f"Generated on {info['date']} by `{command}`: {info['pairs']} {PAIR_SET_NAMES.get(info.get('pair_set', 'test'), 'test')} pairs, device {info['device']}, "
         f"{info['threads']} CPU threads, wall time {info['wall_s']:.0f} s. Speed-ups are medians of per-pair time "
-        f"ratios against the reference measured in the same run; absolute times depend on the machine.\n\n"
+        f"ratios against the reference measured in the same run; absolute times depend on the machine. "
+        f"`hd95_l2r`/`sdlogj_l2r` are Learn2Reg's definitions (area-weighted surfaces; std(log(J + 3)) "
+        f"on the field cropped by 2 voxels), `hd95`/`sdlogj` ours (see README, Results).\n\n"
         f"{table.rstrip()}\n"
         f"<!-- results:{task}:end -->"
     )
@@ -236,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(threads)
     from morphzoo.inference import evaluate_pairs
-    from morphzoo.paths import datalist_path, repo_root
+    from morphzoo.inference.methods import TASKS, build_methods
 
-    dl_path = datalist_path(args.task)
+    dl_path = REPO / "datalists" / f"{args.task}.json"
     if not dl_path.is_file():
         raise SystemExit(f"benchmark: {dl_path} not found; build it with `python tools/prepare_data.py --tasks {args.task}`.")
     datalist = json.loads(dl_path.read_text())
@@ -250,16 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     names = [s.strip() for s in args.methods.split(",") if s.strip()] if args.methods else None
-    methods, skipped = build_methods(names, args.task, spatial_dims, labels, device, threads)
+    methods, skipped = build_methods(names, args.task, spatial_dims, labels, device, threads, bundles_dir=args.bundles)
     for name, why in skipped.items():
         print(f"benchmark: skipping {name}: {why}", file=sys.stderr)
     if not methods:
         raise SystemExit("benchmark: no method to run.")
-    out = Path(args.out) if args.out else repo_root() / "outputs" / "benchmark" / args.task
+    out = Path(args.out) if args.out else REPO / "outputs" / "benchmark" / args.task
     out.mkdir(parents=True, exist_ok=True)
     print(f"benchmark: {args.task}, {len(items)} {args.pair_set} pairs, methods {', '.join(methods)}, device {device}, {threads} threads -> {out}", file=sys.stderr)
 
-    metrics = TASKS[args.task]["metrics"]
+    metrics = tuple(TASKS[args.task]["metrics"]) + STAGE_TIMES  # stage columns appear where a method has stages
     summary = evaluate_pairs(
         methods,
         items,
@@ -293,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "run.json").write_text(json.dumps(info, indent=2))
     if args.readme is not None:
-        readme = Path(args.readme) if args.readme else repo_root() / "README.md"
+        readme = Path(args.readme) if args.readme else REPO / "README.md"
         update_readme(readme, args.task, readme_block(args.task, table, command, info))
         print(f"benchmark: results written into {readme}", file=sys.stderr)
     failed = {m: s["failed"] for m, s in summary.items() if s.get("failed")}

@@ -15,9 +15,16 @@ convention ``warped(x) = moving(x + ddf(x))`` (what :class:`monai.networks.block
   ``ants.apply_transforms(..., compose=...)``) is already a displacement in voxels per array axis.
 - :class:`AntsAffine`: the same ANTs call with ``type_of_transform="Affine"`` (affine only; the
   "Affine" row of papers' tables).
+- :class:`AntsSyN` with ``type_of_transform="SyNRA"`` (``ants_synra``): rigid, then affine,
+  then SyN, antspyx defaults: the strongest classical ANTs pipeline.
 - :class:`ElastixBSpline`: elastix through ``itk-elastix`` with the default B-spline parameter
   map. ITK views a numpy array with its axes reversed (ITK ``x`` = last array axis), so the
-  field from ``itk.transformix_deformation_field`` has its components reversed.
+  field from ``itk.transformix_deformation_field`` has its components reversed. With
+  ``maps=("affine", "bspline")`` (``elastix_affine_bspline``) elastix runs its default affine map
+  and then the B-spline map, the classical two-stage pipeline.
+- :class:`ConvexAdam`: ConvexAdam (Siebert, Hansen, Heinrich; PyPI ``convexadam``) with its
+  default settings: MIND-SSC features, a discrete coupled-convex search, then Adam instance
+  optimisation of the field. 3D only (the package is written for volumes).
 
 Both conventions are checked numerically in ``tests/benchmark/test_bench_baselines.py`` (a known
 integer shift, in 2D and 3D). The third-party packages are imported lazily: this module imports
@@ -36,9 +43,19 @@ import torch
 
 from morphzoo.inference.registrar import Registrar
 
-__all__ = ["AntsSyN", "AntsAffine", "ElastixBSpline", "BASELINES", "baseline_registrar", "require_ants", "require_elastix"]
+__all__ = [
+    "AntsSyN",
+    "AntsAffine",
+    "ElastixBSpline",
+    "ConvexAdam",
+    "BASELINES",
+    "baseline_registrar",
+    "require_ants",
+    "require_elastix",
+    "require_convexadam",
+]
 
-_INSTALL_HINT = "pip install -e .[baselines]   (or: pip install antspyx==0.6.3 itk-elastix)"
+_INSTALL_HINT = "pip install -e .[baselines]   (or: pip install antspyx==0.6.3 itk-elastix convexadam)"
 
 
 def require_ants():
@@ -59,6 +76,15 @@ def require_elastix():
     except (ImportError, AttributeError) as e:
         raise ImportError(f"The elastix B-spline baseline needs itk-elastix, which is not installed: {_INSTALL_HINT}") from e
     return itk
+
+
+def require_convexadam():
+    """Import and return ``convexAdam.convex_adam_MIND`` (PyPI ``convexadam``), or raise a clear error."""
+    try:
+        from convexAdam import convex_adam_MIND  # noqa: PLC0415
+    except ImportError as e:
+        raise ImportError(f"The ConvexAdam baseline needs convexadam, which is not installed: {_INSTALL_HINT}") from e
+    return convex_adam_MIND
 
 
 def _as_batch(moving: torch.Tensor, fixed: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -188,8 +214,12 @@ class ElastixBSpline(_Baseline):
         parameter_overrides: dict[str, Any] | None = None,
         random_seed: int | None = 0,
         number_of_threads: int | None = None,
+        maps: Sequence[str] = ("bspline",),
     ) -> None:
         require_elastix()  # fail early; itk loads its elastix wrapping lazily (~10 s), outside any timing
+        self.maps = tuple(maps)
+        if self.maps != ("bspline",):
+            self.name = "elastix_" + "_".join(self.maps)
         self.parameter_overrides = dict(parameter_overrides or {})
         self.random_seed = random_seed
         self.number_of_threads = number_of_threads
@@ -197,12 +227,13 @@ class ElastixBSpline(_Baseline):
     def parameter_object(self):
         itk = require_elastix()
         po = itk.ParameterObject.New()
-        pm = po.GetDefaultParameterMap("bspline")
-        if self.random_seed is not None:
-            pm["RandomSeed"] = [str(int(self.random_seed))]
-        for k, v in self.parameter_overrides.items():
-            pm[k] = [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
-        po.AddParameterMap(pm)
+        for name in self.maps:
+            pm = po.GetDefaultParameterMap(name)
+            if self.random_seed is not None:
+                pm["RandomSeed"] = [str(int(self.random_seed))]
+            for k, v in self.parameter_overrides.items():
+                pm[k] = [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
+            po.AddParameterMap(pm)
         return po
 
     def register_arrays(self, moving: np.ndarray, fixed: np.ndarray) -> dict[str, np.ndarray]:
@@ -232,8 +263,59 @@ class ElastixBSpline(_Baseline):
         return {"ddf": np.ascontiguousarray(ddf), "warped": np.asarray(itk.array_from_image(warped), dtype=np.float32)}
 
 
+class ConvexAdam(_Baseline):
+    """ConvexAdam (PyPI ``convexadam``, ``convex_adam_pt``) as a ``field_fn``, 3D only.
+
+    Args:
+        **kwargs: passed to ``convex_adam_pt`` (default: the package's defaults, e.g. MIND radius 1,
+            dilation 2, grid spacing 6, search half-width 4, 80 Adam steps, lambda 1.25).
+
+    The package returns a ``(H, W, D, 3)`` displacement in voxels whose component ``k`` runs along
+    array axis ``k`` with backward warping, i.e. already MONAI's ``Warp`` convention (checked on a
+    known shift in ``tests/benchmark/test_bench_baselines.py``).
+    """
+
+    name = "convexadam"
+
+    def __init__(self, **kwargs: Any) -> None:
+        require_convexadam()
+        self.kwargs = dict(kwargs)
+
+    def register_arrays(self, moving: np.ndarray, fixed: np.ndarray) -> dict[str, np.ndarray]:
+        """Register two 3D numpy images of one shape; returns ``{"ddf": (3, *S)}``."""
+        cadam = require_convexadam()
+        if moving.ndim != 3 or moving.shape != fixed.shape:
+            raise ValueError(f"ConvexAdam registers 3D images of one shape, got {moving.shape} and {fixed.shape}.")
+        cuda = torch.cuda.is_available()
+        kwargs = {"device": torch.device("cuda" if cuda else "cpu"), "dtype": torch.float16 if cuda else torch.float32, **self.kwargs}
+        disp = cadam.convex_adam_pt(
+            torch.from_numpy(np.ascontiguousarray(fixed, dtype=np.float32)),
+            torch.from_numpy(np.ascontiguousarray(moving, dtype=np.float32)),
+            **kwargs,
+        )
+        ddf = np.moveaxis(np.asarray(disp, dtype=np.float32), -1, 0)
+        return {"ddf": np.ascontiguousarray(ddf)}
+
+
+def _ants_synra(**kwargs: Any) -> AntsSyN:
+    base = AntsSyN(type_of_transform="SyNRA", **kwargs)
+    base.name = "ants_synra"
+    return base
+
+
+def _elastix_affine_bspline(**kwargs: Any) -> ElastixBSpline:
+    return ElastixBSpline(maps=("affine", "bspline"), **kwargs)
+
+
 #: benchmark method name -> factory of the ``field_fn``
-BASELINES = {"ants_syn": AntsSyN, "ants_affine": AntsAffine, "elastix_bspline": ElastixBSpline}
+BASELINES = {
+    "ants_syn": AntsSyN,
+    "ants_synra": _ants_synra,
+    "ants_affine": AntsAffine,
+    "elastix_bspline": ElastixBSpline,
+    "elastix_affine_bspline": _elastix_affine_bspline,
+    "convexadam": ConvexAdam,
+}
 
 
 def baseline_registrar(

@@ -15,9 +15,10 @@ from .jacobian import (
     jacobian_stats,
     jacobian_std,
     sdlogj,
+    sdlogj_learn2reg,
 )
 from .ellipse import Ellipse, ellipse_circumference, fit_ellipse, head_circumference
-from .labels import label_overlap_and_distance, segmentation_scores
+from .labels import hd95_learn2reg, label_overlap_and_distance, segmentation_scores
 from .similarity import mse, ncc_global, nmi, rmse, ssim
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "folding_percentage",
     "jacobian_std",
     "sdlogj",
+    "sdlogj_learn2reg",
+    "hd95_learn2reg",
     "jacobian_stats",
     "ncc_global",
     "nmi",

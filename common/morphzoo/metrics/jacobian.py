@@ -28,6 +28,7 @@ __all__ = [
     "folding_percentage",
     "jacobian_std",
     "sdlogj",
+    "sdlogj_learn2reg",
     "jacobian_stats",
 ]
 
@@ -199,6 +200,23 @@ def sdlogj(
     return _masked_std(torch.log(det.clamp(eps, 1e9)), sel)
 
 
+def sdlogj_learn2reg(ddf: torch.Tensor) -> torch.Tensor:
+    """SDlogJ exactly as Learn2Reg's evaluation code defines it (MDL-UzL/L2R, ``evaluation/utils.py``):
+    ``std(log(clip(det + 3, 1e-9, 1e9)))`` over the field cropped by 2 voxels on every side, central
+    differences. The ``+ 3`` makes it a different, much smaller number than :func:`sdlogj`
+    (folded voxels no longer dominate it); report it only where a number is compared with a
+    Learn2Reg table, and name it.
+
+    Args:
+        ddf: displacement field ``(B, N, H, W[, D])`` in voxels.
+
+    Returns:
+        Tensor of shape ``(B,)``.
+    """
+    det, sel = _det_and_mask(ddf, None, 2)
+    return _masked_std(torch.log((det + 3.0).clamp(1e-9, 1e9)), sel)
+
+
 def jacobian_stats(
     ddf: torch.Tensor, mask: torch.Tensor | None = None, border: int = 0
 ) -> dict[str, torch.Tensor]:
@@ -211,7 +229,9 @@ def jacobian_stats(
 
     Returns:
         Dict of ``(B,)`` tensors with keys ``"folding_count"``, ``"folding_percent"``,
-        ``"jacobian_std"`` and ``"sdlogj"`` (same definitions as the individual functions).
+        ``"jacobian_std"``, ``"sdlogj"`` (same definitions as the individual functions) and
+        ``"sdlogj_l2r"`` (:func:`sdlogj_learn2reg`, Learn2Reg's definition, when every spatial
+        size exceeds 4).
     """
     det, sel = _det_and_mask(ddf, mask, border)
     count = ((det <= 0) & sel).sum(dim=1)
@@ -220,4 +240,5 @@ def jacobian_stats(
         "folding_percent": 100.0 * count.to(det.dtype) / sel.sum(dim=1).to(det.dtype),
         "jacobian_std": _masked_std(det, sel),
         "sdlogj": _masked_std(torch.log(det.clamp(1e-9, 1e9)), sel),
+        **({"sdlogj_l2r": sdlogj_learn2reg(ddf)} if min(ddf.shape[2:]) > 4 else {}),
     }
