@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data root (a missing one fails, never skips) and a bundle runner."""
+"""The one set of shared fixtures: the real data (a missing data folder fails, never skips), bundle
+runners and checks, small synthetic images. Each fixture name means one thing everywhere."""
 
 from __future__ import annotations
 
@@ -9,21 +10,84 @@ from pathlib import Path
 
 import pytest
 
-from morphzoo.paths import DATA_ENV, data_root, repo_root
+import nibabel as nib
+import numpy as np
+import torch
 
-REPO = repo_root()
+from morphzoo.paths import data_root, require_data
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _require(*parts: str) -> Path:
+    try:
+        return require_data(*parts)
+    except FileNotFoundError as e:  # missing data is a failure, never a skip
+        pytest.fail(str(e), pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    root = data_root()
-    missing = [p for p in ("hippocampus/img", "hippocampus/label", "hc18/training_set") if not (root / p).is_dir()]
-    if missing:
-        pytest.fail(
-            f"MorphZoo test data missing under {root}: {missing}. Set {DATA_ENV} to the data folder "
-            "(see README.md, 'Data') or run `python tools/prepare_data.py --download`."
-        )
-    return root
+    """The data root (``morphzoo.paths.data_root()``) holding ``hippocampus/`` and ``hc18/``."""
+    for p in ("hippocampus/img", "hippocampus/label", "hc18/training_set"):
+        _require(p)
+    return data_root()
+
+
+@pytest.fixture(scope="session")
+def hippo_dir(data_dir: Path) -> Path:
+    """``<data>/hippocampus`` (``img/``, ``label/``)."""
+    return data_dir / "hippocampus"
+
+
+@pytest.fixture(scope="session")
+def hc18_dir(data_dir: Path) -> Path:
+    """``<data>/hc18`` (``training_set/`` and the pixel-size CSV)."""
+    return data_dir / "hc18"
+
+
+@pytest.fixture(scope="session")
+def hc18_images(hc18_dir: Path) -> Path:
+    """``<data>/hc18/training_set``: the PNG images and their annotation masks."""
+    return hc18_dir / "training_set"
+
+
+@pytest.fixture(scope="session")
+def hippocampus_items(hippo_dir: Path) -> list[dict]:
+    """Every hippocampus subject as a datalist item (``morphzoo.data.list_hippocampus``)."""
+    from morphzoo.data import list_hippocampus
+
+    return list_hippocampus(hippo_dir)
+
+
+@pytest.fixture(scope="session")
+def hc18_items(hc18_dir: Path) -> list[dict]:
+    """Every HC18 image as a datalist item (``morphzoo.data.list_hc18``)."""
+    from morphzoo.data import list_hc18
+
+    return list_hc18(hc18_dir)
+
+
+@pytest.fixture(scope="session")
+def hippo_img(hippo_dir: Path):
+    """(image path, label path) of a clean subject (no stray label values)."""
+    return hippo_dir / "img" / "hippocampus_004.nii.gz", hippo_dir / "label" / "hippocampus_004.nii.gz"
+
+
+@pytest.fixture(scope="session")
+def hippo_img2(hippo_dir: Path):
+    """(image path, label path) of a second clean subject."""
+    return hippo_dir / "img" / "hippocampus_006.nii.gz", hippo_dir / "label" / "hippocampus_006.nii.gz"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests run with one torch thread (bundle subprocesses set their own): results do not depend
+    on how many cores the machine has or how busy it is."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def bundle_cmd(bundle: str, configs: list[str], subcommand: str = "run", **overrides) -> list[str]:
@@ -188,3 +252,50 @@ class BundleChecks:
 def bundle_checks() -> BundleChecks:
     """:class:`BundleChecks`: file set, verify_metadata, verify_net_in_out and ckpt_export of a bundle."""
     return BundleChecks()
+
+
+def _smooth_volume(shape, seed: int = 0) -> np.ndarray:
+    """A smooth, everywhere non-constant test image (sum of low-frequency sinusoids)."""
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.arange(s, dtype=np.float64) for s in shape], indexing="ij")
+    out = np.zeros(shape)
+    for _ in range(3):
+        k = rng.uniform(0.15, 0.4, size=len(shape))
+        ph = rng.uniform(0, 2 * np.pi)
+        out += np.sin(sum(ki * g for ki, g in zip(k, grids)) + ph)
+    return out.astype(np.float32)
+
+
+def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    nib.save(nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def smooth_volume():
+    """``smooth_volume(shape, seed=0)``: a smooth test image."""
+    return _smooth_volume
+
+
+@pytest.fixture(scope="session")
+def save_nifti():
+    """``save_nifti(path, array, affine=None)``: write a NIfTI file, return its path."""
+    return _save_nifti
+
+
+def _assert_every_parameter_learns(net: torch.nn.Module, x: torch.Tensor) -> None:
+    """``net(x).pow(2).sum()`` gives every parameter a non-zero gradient, and one SGD step changes the output."""
+    net(x).pow(2).sum().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or float(p.grad.abs().sum()) == 0.0]
+    assert not missing, missing
+    with torch.no_grad():
+        before = net(x).clone()
+    torch.optim.SGD(net.parameters(), lr=1.0).step()
+    with torch.no_grad():
+        assert not torch.allclose(net(x), before)
+
+
+@pytest.fixture(scope="session")
+def assert_every_parameter_learns():
+    """``assert_every_parameter_learns(net, x)``: gradients reach every parameter and a step changes the output."""
+    return _assert_every_parameter_learns

@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
     sys.path.insert(0, str(REPO / "tools"))
-    from morphzoo.paths import data_root, datalist_path
+    from morphzoo.paths import data_root
+
+    def datalist_path(task: str) -> Path:
+        return REPO / "datalists" / f"{task}.json"
 
     root = data_root()
     if not (root / "hippocampus").is_dir() or not (root / "hc18").is_dir():
@@ -80,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     for task in ("hippocampus3d", "hc18_reg2d"):
         print(f"\n== 3. benchmark {task}: {args.pairs} test pairs ==", flush=True)
         from morphzoo.inference.bundles import list_registration_bundles
+        from morphzoo.inference.methods import bundle_has_weights
 
-        bundles = [b for b in list_registration_bundles() if _has_weights(b, task)]
+        bundles = [b for b, d in list_registration_bundles(REPO / "bundles").items() if bundle_has_weights(d, task)]
         benchmark.main(["--task", task, "--pairs", str(args.pairs), "--methods", ",".join(methods + bundles),
                         "--out", str(out / task), "--no-progress"])
     seg = REPO / "bundles" / "fetal_us_seg" / "models" / "model.pt"
@@ -97,15 +101,6 @@ def main(argv: list[str] | None = None) -> int:
                     output_dir=out / "segmentation" / "hc18_seg", compare_plain_unet=(REPO / "bundles" / "fetal_us_seg" / "models" / "model_plain_unet.pt").is_file())
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; outputs in {out}")
     return 0
-
-
-def _has_weights(bundle: str, task: str) -> bool:
-    from morphzoo.inference.bundles import bundle_default_task, list_registration_bundles
-
-    bdir = list_registration_bundles()[bundle]
-    if task == bundle_default_task(bdir):
-        return (bdir / "models" / "model.pt").is_file()
-    return (bdir / "configs" / f"task_{task}.json").is_file() and (bdir / "models" / f"model_{task}.pt").is_file()
 
 
 if __name__ == "__main__":

@@ -53,7 +53,12 @@ __all__ = [
 
 def bundle_files(bundle_dir: Path) -> list[Path]:
     """Files of a bundle relative to it: git's tracked + untracked-not-ignored files, else a walk
-    that skips ``runs/ eval/ outputs/ __pycache__`` and checkpoints."""
+    that skips ``runs/ eval/ outputs/ __pycache__`` and checkpoints; never ``method.json`` (the
+    source the configs are rendered from in this repository, meaningless in an exported bundle)."""
+    return [f for f in _bundle_files(bundle_dir) if f != Path("method.json")]
+
+
+def _bundle_files(bundle_dir: Path) -> list[Path]:
     bundle_dir = Path(bundle_dir).resolve()
     try:
         out = subprocess.run(

@@ -27,7 +27,9 @@ from morphzoo.data import (
     save_datalist,
     scan_hippocampus_labels,
 )
-from morphzoo.paths import DATA_ENV, data_root, repo_root
+from morphzoo.paths import DATA_ENV, data_root
+
+REPO = Path(__file__).resolve().parents[1]
 
 logger = logging.getLogger("prepare_data")
 
@@ -54,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--out",
         type=Path,
-        default=repo_root() / "datalists",
+        default=REPO / "datalists",
         help="output folder (default: the repository's datalists/)",
     )
     p.add_argument(

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from morphzoo.paths import datalist_path, repo_root
+from morphzoo.paths import datalist_path
+from tests.conftest import REPO
 
-BUNDLE = repo_root() / "bundles" / "dense_eca_unet"
+BUNDLE = REPO / "bundles" / "dense_eca_unet"
 CFG = BUNDLE / "configs"
 TASKS = {None: ("model.pt", [160, 240], "hc18_reg2d"), "task_hippocampus2d.json": ("model_hippocampus2d.pt", [64, 64], "hippocampus2d")}
 

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from morphzoo.paths import repo_root
+from tests.conftest import REPO
 
-BUNDLE = repo_root() / "bundles" / "fcn_deep_selfsup"
+BUNDLE = REPO / "bundles" / "fcn_deep_selfsup"
 CFG = BUNDLE / "configs"
-SCHEMA = repo_root() / "schemas" / "meta_schema_20240725.json"
+SCHEMA = REPO / "schemas" / "meta_schema_20240725.json"
 HIPPO = ("hippocampus/img/hippocampus_{}.nii.gz", "hippocampus/label/hippocampus_{}.nii.gz")
 
 
 def _py(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=repo_root())
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
 
 
 def test_bundle_file_set():

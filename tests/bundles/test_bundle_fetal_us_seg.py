@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from morphzoo.paths import repo_root
+from tests.conftest import REPO
 
-BUNDLE = repo_root() / "bundles" / "fetal_us_seg"
+BUNDLE = REPO / "bundles" / "fetal_us_seg"
 CFG = BUNDLE / "configs"
 
 
 def _test_items(n: int = 2) -> list[dict]:
-    return json.loads((repo_root() / "datalists" / "hc18_seg.json").read_text())["test"][:n]
+    return json.loads((REPO / "datalists" / "hc18_seg.json").read_text())["test"][:n]
 
 
 def test_bundle_file_set(bundle_checks):
@@ -168,7 +168,7 @@ def test_multi_gpu_train_two_processes_gloo(tmp_path, data_dir, bundle_command):
     cmd = bundle_command("fetal_us_seg", ["train.json", "multi_gpu_train.json"], epoch_length=1, max_epochs=1,
                          max_train_images=8, max_val_images=2, batch_size=2, output_dir=tmp_path / "run", ckpt_dir=tmp_path / "models")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2"] + cmd[1:]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=repo_root(),
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO,
                           env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "models" / "model.pt").is_file()

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from morphzoo.paths import repo_root
+from tests.conftest import REPO
 
-BUNDLE = repo_root() / "bundles" / "searchmorph"
+BUNDLE = REPO / "bundles" / "searchmorph"
 CFG = BUNDLE / "configs"
 # overlay -> (weights, network grid, spatial dims, search radius)
 TASKS = {None: ("model.pt", [80, 120], 2, 2), "task_hippocampus3d.json": ("model_hippocampus3d.pt", [32, 32, 32], 3, 3)}

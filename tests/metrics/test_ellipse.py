@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from morphzoo.metrics import ellipse_circumference, fit_ellipse, head_circumference
-from morphzoo.paths import repo_root
+from tests.conftest import REPO
 
 
 def _ellipse_mask(h, w, cx, cy, a, b, angle, sx=1.0, sy=1.0):
@@ -62,7 +62,7 @@ def test_largest_component_with_hole_and_empty_mask():
 def test_reference_masks_reproduce_hc18_circumference(data_dir):
     from morphzoo.data.hc18 import load_hc18_mask
 
-    items = json.loads((repo_root() / "datalists" / "hc18_seg.json").read_text())["test"][:10]
+    items = json.loads((REPO / "datalists" / "hc18_seg.json").read_text())["test"][:10]
     errors = [
         abs(head_circumference(load_hc18_mask(data_dir / it["label"]), it["pixel_size_mm"]) - it["hc_mm"]) for it in items
     ]

@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from morphzoo.paths import repo_root
+from tests.conftest import REPO
 
-REPO = repo_root()
+REPO = REPO
 
 
 def _load_tool(name: str):

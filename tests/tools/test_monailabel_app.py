@@ -42,9 +42,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from morphzoo.paths import repo_root
+from tests.conftest import REPO
 
-REPO = repo_root()
+REPO = REPO
 SEG_BUNDLE = REPO / "bundles" / "fetal_us_seg"
 REG_BUNDLE = REPO / "bundles" / "dense_eca_unet"
 REG_TASK = "hc18_reg2d"

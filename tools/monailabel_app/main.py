@@ -32,7 +32,9 @@ from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
 import morphzoo  # noqa: E402
 from lib.infers import AtlasRegistrationInfer, BundleSegmentationInfer  # noqa: E402
 from lib.trainers import AppBundleTrainTask  # noqa: E402
-from morphzoo.paths import data_root, datalist_path, repo_root  # noqa: E402
+from morphzoo.paths import data_root  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]  # the checkout this app lives in: its bundles/ and datalists/
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def default_atlas(task: str) -> tuple[Path, Path]:
     Raises:
         FileNotFoundError: no datalist, or it has no ``atlas`` entry.
     """
-    dl = datalist_path(task)
+    dl = REPO / "datalists" / f"{task}.json"
     if not dl.is_file():
         raise FileNotFoundError(f"{dl}: no datalist for task '{task}'; give --conf atlas_image PATH --conf atlas_label PATH.")
     atlas = json.loads(dl.read_text()).get("atlas")
@@ -87,7 +89,7 @@ class MorphZooApp(MONAILabelApp):
         unknown = sorted(set(self.models) - set(MODELS))
         if unknown:
             raise ValueError(f"--conf models: unknown model(s) {unknown}; available: {list(MODELS)}")
-        self.bundles_dir = _as_path(c.get("bundles_dir", str(repo_root() / "bundles")), Path.cwd()).resolve()
+        self.bundles_dir = _as_path(c.get("bundles_dir", str(REPO / "bundles")), Path.cwd()).resolve()
         self.model_dir = _as_path(c.get("model_dir", str(Path(app_dir) / "model")), Path.cwd()).resolve()
         logger.info("[morphzoo] app: models %s; bundles %s; model_dir %s; data %s", self.models, self.bundles_dir,
                     self.model_dir, data_root())

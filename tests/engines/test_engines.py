@@ -113,6 +113,35 @@ def test_warp_labels_zero_and_shift():
     torch.testing.assert_close(out["pred"][:, -1], one_hot_labels(torch.zeros(1, 7, 8), 3))  # zero padding: background
 
 
+def test_warp_labels_prefers_the_engine_targets():
+    """With a pre-alignment stage the batch's moving label is not what the field applies to: the
+    4-channel targets (moving, fixed, pre-aligned moving label, fixed label) are used instead."""
+    g = torch.Generator().manual_seed(1)
+    raw = torch.randint(0, 3, (1, 6, 7, 8), generator=g).float()
+    aligned = torch.randint(0, 3, (1, 6, 7, 8), generator=g).float()
+    fixed = torch.randint(0, 3, (1, 6, 7, 8), generator=g).float()
+    targets = torch.cat([torch.rand(2, 6, 7, 8, generator=g), aligned, fixed])
+    out = WarpLabelsd(num_labels=3)({"pred": torch.zeros(3, 6, 7, 8), "moving_label": raw, "fixed_label": raw, "label": targets})
+    torch.testing.assert_close(out["pred"], one_hot_labels(aligned, 3))
+    torch.testing.assert_close(out["label"], one_hot_labels(fixed, 3))
+
+
+def test_prepare_batch_prealigns_moving_image_and_label():
+    """RegistrationPrepareBatch(prealign=...) warps the moving image and label by the stage's affine
+    (a shift of 2 voxels here) before building inputs and targets."""
+    from morphzoo.transforms.affine import centred_affine
+
+    size = (12, 16)
+    mov = torch.rand(1, 1, *size, generator=torch.Generator().manual_seed(2))
+    lab = (mov > 0.5).float()
+    shift = centred_affine(torch.tensor([[2.0, 0.0]]), "translation", size)
+    pb = RegistrationPrepareBatch(prealign=lambda m, f: shift.expand(m.shape[0], -1, -1))
+    x, t = pb({"moving": mov, "fixed": mov, "moving_label": lab, "fixed_label": lab})
+    torch.testing.assert_close(x[:, 0, :-2], mov[:, 0, 2:])  # warped(x) = moving(x + 2) along axis 0
+    torch.testing.assert_close(t[:, 2, :-2], lab[:, 0, 2:])
+    torch.testing.assert_close(t[:, 3], lab[:, 0])  # the fixed side is untouched
+
+
 # ----------------------------------------------------------------------------- ResumableCheckpoint
 _X = torch.linspace(-1, 1, 12).view(4, 3)
 _Y = torch.tensor([[1.0], [-1.0], [0.5], [2.0]])

@@ -13,12 +13,12 @@ from monai.networks.blocks import Warp
 from scipy.ndimage import gaussian_filter, map_coordinates
 
 from morphzoo.inference.bundles import bundle_config_files, list_registration_bundles, load_bundle_registrar
-from morphzoo.paths import repo_root
+from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("morphzoo_benchmark_tool", repo_root() / "tools" / "benchmark.py")
+    spec = importlib.util.spec_from_file_location("morphzoo_benchmark_tool", REPO / "tools" / "benchmark.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -75,7 +75,7 @@ def test_unknown_method_is_an_error(bench) -> None:
 # ---------------------------------------------------------------------------- bundles
 def test_registration_bundles_listed() -> None:
     bundles = list_registration_bundles()
-    assert "voxelmorph" in bundles and bundles["voxelmorph"] == repo_root() / "bundles" / "voxelmorph"
+    assert "voxelmorph" in bundles and bundles["voxelmorph"] == REPO / "bundles" / "voxelmorph"
 
 
 @pytest.mark.parametrize("task,dims,size", [("hippocampus3d", 3, (64, 64, 64)), ("hc18_reg2d", 2, (160, 240))])
@@ -85,18 +85,18 @@ def test_load_bundle_registrar_with_task_overlay(tmp_path: Path, task: str, dims
     net = VoxelMorphBackbone(spatial_dims=dims, variant="vm2")
     ckpt = tmp_path / "model.pt"
     torch.save(net.state_dict(), ckpt)
-    reg = load_bundle_registrar(repo_root() / "bundles" / "voxelmorph", task=task, device="cpu", checkpoint=ckpt)
+    reg = load_bundle_registrar(REPO / "bundles" / "voxelmorph", task=task, device="cpu", checkpoint=ckpt)
     assert reg.spatial_dims == dims and reg.spatial_size == size and reg.task == task and reg.bundle_name == "voxelmorph"
     assert reg.num_parameters == sum(p.numel() for p in net.parameters()) > 0
     assert reg.device == torch.device("cpu") and Path(reg.checkpoint) == ckpt
     for a, b in zip(reg.network.state_dict().values(), net.state_dict().values()):  # the weights were loaded
         assert torch.equal(a.cpu(), b)
-    files = [p.name for p in bundle_config_files(repo_root() / "bundles" / "voxelmorph", task)]
+    files = [p.name for p in bundle_config_files(REPO / "bundles" / "voxelmorph", task)]
     assert files == (["inference.json"] if task == "hippocampus3d" else ["inference.json", f"task_{task}.json"])
 
 
 def test_load_bundle_registrar_errors(tmp_path: Path) -> None:
-    vm = repo_root() / "bundles" / "voxelmorph"
+    vm = REPO / "bundles" / "voxelmorph"
     with pytest.raises(FileNotFoundError, match="has no task 'nope'"):
         load_bundle_registrar(vm, task="nope")
     with pytest.raises(FileNotFoundError, match="weights of bundle 'voxelmorph'"):

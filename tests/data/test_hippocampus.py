@@ -34,19 +34,19 @@ def test_list_learn2reg(hippocampus_items: list[dict]) -> None:
     assert all(it["image"].is_file() and it["label"].is_file() for it in hippocampus_items)
 
 
-def test_scan_reports_the_two_defective_files(hippocampus_dir: Path) -> None:
-    report = scan_hippocampus_labels(hippocampus_dir)
+def test_scan_reports_the_two_defective_files(hippo_dir: Path) -> None:
+    report = scan_hippocampus_labels(hippo_dir)
     assert {Path(p).name: counts for p, counts in report.items()} == DEFECTS
     for name in DEFECTS:
-        assert check_label_values(hippocampus_dir / "label" / name) == DEFECTS[name]
-    assert check_label_values(hippocampus_dir / "label" / "hippocampus_004.nii.gz") == {}
+        assert check_label_values(hippo_dir / "label" / name) == DEFECTS[name]
+    assert check_label_values(hippo_dir / "label" / "hippocampus_004.nii.gz") == {}
 
 
 @pytest.mark.parametrize("name", sorted(DEFECTS))
 def test_clean_label_maps_to_background_and_warns(
-    hippocampus_dir: Path, name: str, caplog: pytest.LogCaptureFixture
+    hippo_dir: Path, name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = hippocampus_dir / "label" / name
+    path = hippo_dir / "label" / name
     raw = np.asanyarray(nib.load(str(path)).dataobj)
     with caplog.at_level(logging.WARNING, logger="morphzoo.data"):
         cleaned = clean_label(raw, (0, 1, 2), source=str(path))
@@ -66,10 +66,10 @@ def test_clean_label_tensor_and_clean_input() -> None:
     assert clean_label(a, (0, 1, 2)) is a
 
 
-def test_map_unexpected_labelsd_in_chain(hippocampus_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_map_unexpected_labelsd_in_chain(hippo_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     keys = ["moving_label", "fixed_label"]
     chain = Compose([LoadImaged(keys, image_only=True), MapUnexpectedLabelsd(keys, allowed=(0, 1, 2))])
-    data = {k: str(hippocampus_dir / "label" / n) for k, n in zip(keys, sorted(DEFECTS))}
+    data = {k: str(hippo_dir / "label" / n) for k, n in zip(keys, sorted(DEFECTS))}
     with caplog.at_level(logging.WARNING, logger="morphzoo.data"):
         out = chain(data)
     for key in keys:

@@ -80,14 +80,14 @@ def test_load_without_label_drops_key(hippo_dir):
     assert "label" not in out and out["image"].shape == (1, 64, 64, 64)
 
 
-def test_load_hc18_png_with_pixel_size(hc18_dir):
+def test_load_hc18_png_with_pixel_size(hc18_images):
     item = {
         "image": "hc18/training_set/000_HC.png",
         "label": "hc18/training_set/000_HC_Annotation.png",
         "pixel_size_mm": 0.069135804,
     }
     out = LoadSubjectd(allowed_labels=[0, 1])(item)
-    with Image.open(hc18_dir / "000_HC.png") as im:
+    with Image.open(hc18_images / "000_HC.png") as im:
         h, w = np.asarray(im).shape[:2]
     assert out["image"].shape == (1, h, w)
     assert out["label"].shape == (1, h, w)
@@ -99,7 +99,7 @@ def test_load_hc18_png_with_pixel_size(hc18_dir):
 
 
 def test_load_label_shape_mismatch(tmp_path, save_nifti):
-    save_nifti(tmp_path / "img.nii.gz", np.zeros((8, 8, 8), np.float32))
+    save_nifti(tmp_path / "img.nii.gz", np.arange(512, dtype=np.float32).reshape(8, 8, 8))
     save_nifti(tmp_path / "lab.nii.gz", np.zeros((8, 8, 6), np.int16))
     with pytest.raises(InputError, match="lab.nii.gz"):
         LoadSubjectd(root=tmp_path)({"image": "img.nii.gz", "label": "lab.nii.gz"})

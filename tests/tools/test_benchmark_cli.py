@@ -24,16 +24,17 @@ from PIL import Image
 from scipy.ndimage import map_coordinates
 
 from morphzoo.metrics import label_overlap_and_distance
-from morphzoo.paths import data_root, datalist_path, repo_root, require_data
+from morphzoo.paths import data_root, datalist_path, require_data
+from tests.conftest import REPO
 
 HERE = Path(__file__).resolve().parent
-TOOL = repo_root() / "tools" / "benchmark.py"
+TOOL = REPO / "tools" / "benchmark.py"
 MODEL = {"hippocampus3d": "model.pt", "hc18_reg2d": "model_hc18_reg2d.pt"}
 
 
 def _methods(task: str) -> list[str]:
     methods = ["identity", "ants_syn"]
-    if (repo_root() / "bundles" / "voxelmorph" / "models" / MODEL[task]).is_file():
+    if (REPO / "bundles" / "voxelmorph" / "models" / MODEL[task]).is_file():
         methods.append("voxelmorph")
     return methods
 

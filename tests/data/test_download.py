@@ -16,7 +16,8 @@ from PIL import Image, ImageDraw
 
 import morphzoo.data.download as download
 from morphzoo.data import list_hc18, list_hippocampus, load_hc18_mask
-from morphzoo.paths import datalist_path, repo_root
+from morphzoo.paths import datalist_path
+from tests.conftest import REPO
 
 
 def _fake_download(sources: dict[str, Path], calls: list[str]):
@@ -95,7 +96,7 @@ def test_download_hc18(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("prepare_data_tool", repo_root() / "tools" / "prepare_data.py")
+    spec = importlib.util.spec_from_file_location("prepare_data_tool", REPO / "tools" / "prepare_data.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -174,7 +174,7 @@ def test_network_grid_field_is_rescaled(synthetic_pair, smooth_volume):
 
 
 def test_2d_moving_with_3d_fixed_raises(tmp_path, synthetic_pair, save_nifti):
-    flat = save_nifti(tmp_path / "flat.nii.gz", np.ones((16, 16), np.float32))
+    flat = save_nifti(tmp_path / "flat.nii.gz", np.arange(256, dtype=np.float32).reshape(16, 16))
     reg = identity_registrar(3, device="cpu")
     with pytest.raises(InputError) as ei:
         reg.register_files(flat, synthetic_pair["fixed"], tmp_path / "out")
@@ -220,9 +220,9 @@ def test_different_size_and_spacing_lands_on_fixed_grid(tmp_path, hippo_img, sav
     assert metrics["ncc"] > 0.9
 
 
-def test_png_pair(tmp_path, hc18_dir):
-    mov, fix = hc18_dir / "000_HC.png", hc18_dir / "001_HC.png"
-    mlab, flab = hc18_dir / "000_HC_Annotation.png", hc18_dir / "001_HC_Annotation.png"
+def test_png_pair(tmp_path, hc18_images):
+    mov, fix = hc18_images / "000_HC.png", hc18_images / "001_HC.png"
+    mlab, flab = hc18_images / "000_HC_Annotation.png", hc18_images / "001_HC_Annotation.png"
     reg = identity_registrar(2, labels=[0, 1], device="cpu")
     out = tmp_path / "out"
     metrics = reg.register_files(mov, fix, out, moving_label=mlab, fixed_label=flab, moving_spacing=(0.07, 0.07), fixed_spacing=(0.09, 0.09))

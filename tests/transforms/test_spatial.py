@@ -62,7 +62,7 @@ def test_resample_translated_moving(tmp_path, save_nifti):
     a = np.random.default_rng(1).random((n, n, n)).astype(np.float32)
     aff_m = np.eye(4)
     aff_m[1, 3] = 3.0
-    F = read_image(save_nifti(tmp_path / "f.nii.gz", np.zeros_like(a), np.eye(4)))
+    F = read_image(save_nifti(tmp_path / "f.nii.gz", a + 1.0, np.eye(4)))  # only its grid matters
     M = read_image(save_nifti(tmp_path / "m.nii.gz", a, aff_m))
     out = resample_to_reference(M, F)
     # fixed voxel j (world j) = moving voxel j - 3

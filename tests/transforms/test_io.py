@@ -40,8 +40,8 @@ def test_read_real_nifti(hippo_img):
     assert set(np.unique(lab.array).tolist()) == {0, 1, 2}
 
 
-def test_read_real_png_and_label(hc18_dir):
-    img_path = hc18_dir / "000_HC.png"
+def test_read_real_png_and_label(hc18_images):
+    img_path = hc18_images / "000_HC.png"
     with Image.open(img_path) as im:
         raw = np.asarray(im)
     rec = read_image(img_path, spatial_dims=2, spacing=(0.5, 0.25))
@@ -51,7 +51,7 @@ def test_read_real_png_and_label(hc18_dir):
     assert rec.spacing == (0.5, 0.25)
     np.testing.assert_allclose(rec.affine, np.diag([0.5, 0.25, 1.0, 1.0]))
     # the HC18 masks are RGB 0/255: channel 0 binarised to {0, 1}
-    lab = read_label(hc18_dir / "000_HC_Annotation.png", allowed=[0, 1], spatial_dims=2)
+    lab = read_label(hc18_images / "000_HC_Annotation.png", allowed=[0, 1], spatial_dims=2)
     assert lab.shape == rec.shape
     assert set(np.unique(lab.array).tolist()) == {0, 1}
 
@@ -84,13 +84,13 @@ def test_truncated_nifti(tmp_path, hippo_img):
 
 
 @pytest.mark.parametrize("kind", ["plain_nii", "png", "not_gzip"])
-def test_other_corrupt_files(tmp_path, hippo_img, hc18_dir, kind):
+def test_other_corrupt_files(tmp_path, hippo_img, hc18_images, kind):
     if kind == "plain_nii":
         nib.save(nib.load(str(hippo_img[0])), str(tmp_path / "full.nii"))
         data, p = (tmp_path / "full.nii").read_bytes(), tmp_path / "half.nii"
         p.write_bytes(data[: len(data) // 2])
     elif kind == "png":
-        data, p = (hc18_dir / "000_HC.png").read_bytes(), tmp_path / "half.png"
+        data, p = (hc18_images / "000_HC.png").read_bytes(), tmp_path / "half.png"
         p.write_bytes(data[: len(data) // 2])
     else:
         p = tmp_path / "text.nii.gz"
@@ -229,7 +229,7 @@ def test_write_nifti_like_roundtrip_oblique_flipped(tmp_path, codes):
 
 def test_write_nifti_like_header_without_codes(tmp_path):
     """A header with neither qform nor sform gets both codes 1 with the affine it was read with."""
-    img = nib.Nifti1Image(np.ones((4, 5, 6), np.float32), np.diag([2.0, 3.0, 4.0, 1.0]))
+    img = nib.Nifti1Image(np.arange(120, dtype=np.float32).reshape(4, 5, 6), np.diag([2.0, 3.0, 4.0, 1.0]))
     img.set_qform(None, code=0)
     img.set_sform(None, code=0)
     src = tmp_path / "nocodes.nii.gz"
@@ -312,3 +312,14 @@ def test_atomic_output_dir_success_and_failure(tmp_path):
             raise RuntimeError("boom")
     assert (out / "a.txt").read_text() == "a"
     assert os.listdir(tmp_path) == ["out"]
+
+
+def test_constant_image_is_refused_but_a_constant_label_is_not(tmp_path, save_nifti):
+    """An image with no contrast cannot be registered or segmented: refused with the file and the
+    value named; an all-background label map is legitimate."""
+    p = save_nifti(tmp_path / "const.nii.gz", np.full((8, 8, 8), 3.0, np.float32))
+    with pytest.raises(InputError, match=r"const\.nii\.gz: moving image is constant \(every value is 3\)"):
+        read_image(p, what="moving image")
+    assert read_image(p, allow_constant=True).shape == (8, 8, 8)
+    lab = save_nifti(tmp_path / "bg.nii.gz", np.zeros((8, 8, 8), np.int16))
+    assert read_label(lab, allowed=[0, 1]).array.max() == 0

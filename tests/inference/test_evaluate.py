@@ -11,14 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from morphzoo.inference.evaluate import (
-    RegistrationRunner,
-    evaluate_pairs,
-    identity_registrar,
-    load_pair_item,
-    summarize,
-    summary_markdown,
-)
+from morphzoo.inference import RegistrationRunner, evaluate_pairs, identity_registrar, load_pair_item, summarize, summary_markdown
 from morphzoo.inference.registrar import Registrar
 from morphzoo.metrics import label_overlap_and_distance
 from morphzoo.transforms.io import InputError
@@ -116,9 +109,25 @@ def test_load_pair_item_slices_and_policy(hippo_dir):
         load_pair_item(_item("003", "004"), labels=[0, 1, 2], label_policy="error")
 
 
-def test_runner_needs_both_paths(tmp_path):
-    runner = RegistrationRunner(identity_registrar(3, device="cpu"), str(tmp_path), moving="a.nii.gz")
-    with pytest.raises(InputError, match="both"):
+def test_runner_needs_both_paths(tmp_path, capsys):
+    """On the command line a user's error is one line on stderr and exit status 2, nothing written."""
+    runner = RegistrationRunner(identity_registrar(3, device="cpu"), str(tmp_path / "out"), moving="a.nii.gz")
+    with pytest.raises(SystemExit) as exc:
         runner.run()
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: give both --moving and --fixed (or neither, to register the test split)."
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InputError, match="both"):  # the library call underneath raises as usual
+        runner._run()
+
+
+def test_runner_reads_the_datalist_only_for_the_split(tmp_path, hippo_img, hippo_img2):
+    """Registering your own pair needs no datalist; the test split names a missing datalist plainly."""
+    reg = identity_registrar(3, labels=[0, 1, 2], device="cpu")
+    missing = tmp_path / "nowhere" / "hippocampus3d.json"
+    out = RegistrationRunner(reg, str(tmp_path / "own"), moving=str(hippo_img[0]), fixed=str(hippo_img2[0]), datalist=str(missing)).run()
+    assert (tmp_path / "own" / "warped.nii.gz").is_file() and out[0]["time_ms"] > 0
+    with pytest.raises(InputError, match="datalist not found; pass --datalist"):
+        RegistrationRunner(reg, str(tmp_path / "split"), datalist=str(missing))._run()
     assert RegistrationRunner(identity_registrar(3, device="cpu"), str(tmp_path), overwrite="true").overwrite is True
     assert RegistrationRunner(identity_registrar(3, device="cpu"), str(tmp_path), overwrite="false").overwrite is False
