@@ -80,14 +80,28 @@ def hippo_img2(hippo_dir: Path):
     return hippo_dir / "img" / "hippocampus_006.nii.gz", hippo_dir / "label" / "hippocampus_006.nii.gz"
 
 
+TEST_THREADS = int(os.environ.get("MORPHZOO_TEST_THREADS", "1"))
+
+
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tests run with one torch thread (bundle subprocesses set their own): results do not depend
-    on how many cores the machine has or how busy it is."""
+def _torch_threads():
+    """In-process tests run with ``$MORPHZOO_TEST_THREADS`` torch threads (default 1; bundle
+    subprocesses set their own). The suite is run with 1 and with 2 (and ITK/OpenMP likewise) to show
+    that no result depends on thread scheduling."""
     n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     yield
     torch.set_num_threads(n)
+
+
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` (the tools are scripts, not a package) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"mz_tool_{name}", REPO / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def bundle_cmd(bundle: str, configs: list[str], subcommand: str = "run", **overrides) -> list[str]:

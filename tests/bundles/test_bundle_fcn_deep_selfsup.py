@@ -25,57 +25,6 @@ def _py(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
 
 
-def test_bundle_file_set():
-    for rel in ("configs/metadata.json", "configs/train.json", "configs/inference.json", "configs/evaluate.json",
-                "configs/multi_gpu_train.json", "configs/logging.conf", "configs/task_hc18_reg2d.json",
-                "docs/README.md", "docs/data_license.txt", "LICENSE", "models/model.pt", "models/model_hc18_reg2d.pt"):
-        assert (BUNDLE / rel).is_file(), f"bundles/fcn_deep_selfsup/{rel} is missing"
-
-
-def test_verify_metadata():
-    proc = _py("-m", "monai.bundle", "verify_metadata", "--meta_file", str(CFG / "metadata.json"), "--filepath", str(SCHEMA))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "metadata is verified with no error" in proc.stdout + proc.stderr
-
-
-@pytest.mark.parametrize("overlay", [None, "task_hc18_reg2d.json"])
-def test_verify_net_in_out(overlay, tmp_path):
-    meta = json.loads((CFG / "metadata.json").read_text())
-    configs = [str(CFG / "inference.json")]
-    if overlay:  # the overlay changes the dimensionality: describe it in a metadata copy
-        configs.append(str(CFG / overlay))
-        for part, key in (("inputs", "image"), ("outputs", "pred")):
-            meta["network_data_format"][part][key]["spatial_shape"] = [160, 240]
-        meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 2
-    mfile = tmp_path / "metadata.json"
-    mfile.write_text(json.dumps(meta))
-    proc = _py("-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", str(mfile),
-               "--config_file", str(configs) if overlay else configs[0], "--bundle_root", str(BUNDLE))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
-
-
-@pytest.mark.parametrize("overlay", [None, "task_hc18_reg2d.json"])
-def test_ckpt_export_torchscript_matches_network(overlay, tmp_path):
-    from morphzoo.networks.nets import FCNDeepSelfSup
-
-    dims, weights = (2, "model_hc18_reg2d.pt") if overlay else (3, "model.pt")
-    configs = [str(CFG / "inference.json")] + ([str(CFG / overlay)] if overlay else [])
-    ts = tmp_path / "model.ts"
-    proc = _py("-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file",
-               str(BUNDLE / "models" / weights), "--meta_file", str(CFG / "metadata.json"),
-               "--config_file", str(configs) if overlay else configs[0], "--bundle_root", str(BUNDLE))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    scripted = torch.jit.load(str(ts))
-    net = FCNDeepSelfSup(dims)
-    net.load_state_dict(torch.load(BUNDLE / "models" / weights, weights_only=True))
-    net.eval()
-    x = torch.rand(1, 2, *([32] * dims), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-5)
-        assert net(x).abs().max() > 1e-3, "shipped weights look untrained (zero field)"
-
-
 @pytest.mark.parametrize("configs,extra", [
     (["train.json"], {}),
     (["train.json", "task_hc18_reg2d.json"], {}),
@@ -140,7 +89,7 @@ def test_evaluate_config_and_benchmark_discovery(tmp_path, data_dir, bundle_runn
     assert "| fcn_deep_selfsup |" in proc.stdout
     from morphzoo.inference.bundles import list_registration_bundles, load_bundle_registrar
 
-    assert "fcn_deep_selfsup" in list_registration_bundles()
+    assert "fcn_deep_selfsup" in list_registration_bundles(REPO / "bundles")
     reg = load_bundle_registrar(BUNDLE, task="hc18_reg2d", device="cpu")
     assert reg.spatial_dims == 2 and reg.spatial_size == (160, 240)
 

@@ -24,10 +24,6 @@ def _test_items(n: int = 2) -> list[dict]:
     return json.loads((REPO / "datalists" / "hc18_seg.json").read_text())["test"][:n]
 
 
-def test_bundle_file_set(bundle_checks):
-    bundle_checks.assert_file_set("fetal_us_seg", ("configs/variant_plain_unet.json", "models/model_plain_unet.pt"))
-
-
 def test_verify_metadata_and_net_in_out(bundle_checks, tmp_path):
     bundle_checks.assert_metadata_ok("fetal_us_seg")
     bundle_checks.assert_net_in_out_ok("fetal_us_seg", ["inference.json"], tmp_path)

@@ -30,32 +30,6 @@ def test_bundle_file_set(bundle_checks):
     )
 
 
-def test_verify_metadata(bundle_checks):
-    bundle_checks.assert_metadata_ok("searchmorph")
-
-
-@pytest.mark.parametrize("overlay", list(TASKS))
-def test_verify_net_in_out(overlay, tmp_path, bundle_checks):
-    _, shape, dims, _ = TASKS[overlay]
-    bundle_checks.assert_net_in_out_ok("searchmorph", _configs("inference.json", overlay), tmp_path, shape, dims)
-
-
-@pytest.mark.parametrize("overlay", list(TASKS))
-def test_ckpt_export_torchscript_matches_network(overlay, tmp_path, bundle_checks):
-    """The iterative network (loop over GRU steps, correlation lookups) exports to TorchScript whole."""
-    model_file, shape, dims, radius = TASKS[overlay]
-    scripted = bundle_checks.ckpt_export("searchmorph", _configs("inference.json", overlay), model_file, tmp_path / "model.ts")
-    from morphzoo.networks.nets import SearchMorph
-
-    net = SearchMorph(dims, radius=radius)
-    net.load_state_dict(torch.load(BUNDLE / "models" / model_file, weights_only=True))
-    net.eval()
-    x = torch.rand(1, 2, *shape, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-4)
-        assert net(x).abs().max() > 1e-2, "shipped weights look untrained (zero field)"
-
-
 @pytest.mark.parametrize("name", ABLATIONS)
 def test_ablation_weights_match_their_switches(name):
     """Each shipped ablation file loads strictly into the network its switch builds."""
@@ -100,24 +74,6 @@ def test_per_iteration_switch_reaches_the_loss():
     assert isinstance(p2.get_parsed_content("network_def")(torch.rand(1, 2, 16, 24)), torch.Tensor)
 
 
-def test_register_own_png_pair_and_3d_pair(tmp_path, data_dir, bundle_runner, bundle_checks):
-    """A user's PNG pair of different sizes/pixel spacings (resampled, not rejected) and a NIfTI
-    pair with the 3D overlay: outputs on the fixed grid, the fixed NIfTI header kept, no folding
-    blow-up, the committed weights untouched."""
-    bundle_checks.assert_png_pair_registered("searchmorph", bundle_runner, data_dir, tmp_path / "png")
-
-    weights = (BUNDLE / "models" / "model_hippocampus3d.pt").read_bytes()
-    hip = "hippocampus/{}/hippocampus_{}.nii.gz"
-    pair = {"moving": str(data_dir / hip.format("img", "004")), "fixed": str(data_dir / hip.format("img", "006")),
-            "moving_label": str(data_dir / hip.format("label", "004")), "fixed_label": str(data_dir / hip.format("label", "006"))}
-    bundle_runner("searchmorph", ["inference.json", "task_hippocampus3d.json"], output_dir=tmp_path / "nii", **pair)
-    warped = nib.load(str(tmp_path / "nii" / "warped.nii.gz"))
-    np.testing.assert_allclose(warped.affine, nib.load(pair["fixed"]).affine, atol=1e-5)
-    assert warped.shape[:3] == (64, 64, 64)
-    assert nib.load(str(tmp_path / "nii" / "ddf.nii.gz")).shape == (64, 64, 64, 1, 3)
-    assert (BUNDLE / "models" / "model_hippocampus3d.pt").read_bytes() == weights
-
-
 def test_evaluate_config_and_benchmark_discovery(tmp_path, data_dir, bundle_runner):
     out = tmp_path / "eval"
     proc = bundle_runner("searchmorph", ["inference.json", "evaluate.json"], output_dir=out, num_pairs=2, num_figures=1)
@@ -126,7 +82,7 @@ def test_evaluate_config_and_benchmark_discovery(tmp_path, data_dir, bundle_runn
     assert "| searchmorph |" in proc.stdout
     from morphzoo.inference.bundles import list_registration_bundles, load_bundle_registrar
 
-    assert "searchmorph" in list_registration_bundles()
+    assert "searchmorph" in list_registration_bundles(REPO / "bundles")
     reg = load_bundle_registrar(BUNDLE, task="hippocampus3d", device="cpu")
     assert reg.spatial_dims == 3 and reg.spatial_size == (32, 32, 32)
 

@@ -40,7 +40,8 @@ def test_identity_field(dims):
     assert jacobian_std(ddf).tolist() == [0.0, 0.0]
     assert sdlogj(ddf).tolist() == [0.0, 0.0]
     stats = jacobian_stats(ddf)
-    assert set(stats) == {"folding_count", "folding_percent", "jacobian_std", "sdlogj"}
+    assert set(stats) == {"folding_count", "folding_percent", "jacobian_std", "sdlogj", "sdlogj_l2r"}
+    assert stats["sdlogj_l2r"].abs().max() < 1e-6  # log(1 + 3) everywhere, up to float32 round-off
     assert all(v.shape == (2,) for v in stats.values())
 
 
@@ -182,3 +183,16 @@ def test_bad_mask_shape_raises():
         folding_count(ddf, mask=torch.ones(2, 1, 8, 7, dtype=torch.bool))
     with pytest.raises(ValueError, match="mask"):
         sdlogj(ddf, mask=torch.ones(3, 8, 8, dtype=torch.bool))
+
+
+def test_sdlogj_learn2reg_definition():
+    """Learn2Reg's SDlogJ: std(log(det + 3)) over the field cropped by 2 voxels. A field that folds
+    one interior voxel region differs from ours: the +3 keeps log finite, the crop drops the border."""
+    from morphzoo.metrics import sdlogj_learn2reg
+
+    g = torch.Generator().manual_seed(0)
+    ddf = torch.randn(1, 3, 12, 12, 12, generator=g, dtype=torch.float64) * 0.3
+    det = jacobian_determinant(ddf)[0, 2:-2, 2:-2, 2:-2]
+    expected = torch.log((det + 3).clamp(1e-9, 1e9)).flatten().std(unbiased=False)
+    torch.testing.assert_close(sdlogj_learn2reg(ddf)[0], expected)
+    assert sdlogj_learn2reg(ddf)[0] < sdlogj(ddf)[0]  # the two definitions are different numbers

@@ -3,7 +3,6 @@ block, bundle loading through MONAI's ConfigParser, and method selection errors.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +12,12 @@ from monai.networks.blocks import Warp
 from scipy.ndimage import gaussian_filter, map_coordinates
 
 from morphzoo.inference.bundles import bundle_config_files, list_registration_bundles, load_bundle_registrar
-from tests.conftest import REPO
+from tests.conftest import REPO, load_tool
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("morphzoo_benchmark_tool", REPO / "tools" / "benchmark.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("benchmark")
 
 
 def test_learn2reg_names(bench) -> None:
@@ -67,14 +63,39 @@ def test_readme_block_created_replaced_and_appended(bench, tmp_path: Path) -> No
     assert text.count("<!-- results:hc18_reg2d:end -->") == 1 and text.count("<!-- results:hippocampus3d:end -->") == 1
 
 
-def test_unknown_method_is_an_error(bench) -> None:
+def test_unknown_method_is_an_error() -> None:
+    from morphzoo.inference.methods import build_methods
+
     with pytest.raises(SystemExit, match="unknown method 'nope'"):
-        bench.build_methods(["identity", "nope"], "hippocampus2d", 2, [0, 1, 2], torch.device("cpu"), 1)
+        build_methods(["identity", "nope"], "hippocampus2d", 2, [0, 1, 2], torch.device("cpu"), 1, bundles_dir=REPO / "bundles")
+
+
+def test_method_specs_with_stage_overrides() -> None:
+    from morphzoo.inference.methods import parse_method_spec
+
+    assert parse_method_spec("searchmorph") == ("searchmorph", None, {})
+    assert parse_method_spec("searchmorph[prealign=none]") == ("searchmorph", None, {"prealign": "none"})
+    assert parse_method_spec("voxelmorph[refine_steps=0;refine_learning_rate=0.5]") == (
+        "voxelmorph", None, {"refine_steps": 0, "refine_learning_rate": 0.5})
+    assert parse_method_spec("flaky=bench_plugins:fail") == ("flaky", "bench_plugins:fail", {})
+    with pytest.raises(ValueError, match="key=value"):
+        parse_method_spec("voxelmorph[refine_steps]")
+
+
+def test_stage_ablation_rows_are_the_bundle_with_the_override() -> None:
+    """``bundle[prealign=none]`` is a row of its own whose Registrar has the stage removed."""
+    from morphzoo.inference.methods import build_methods
+
+    methods, _ = build_methods(["voxelmorph[prealign=opt;refine_steps=3]", "voxelmorph[prealign=none;refine_steps=0]"],
+                               "hc18_reg2d", 2, [0, 1], torch.device("cpu"), 1, bundles_dir=REPO / "bundles")
+    with_stages, without = methods["voxelmorph[prealign=opt;refine_steps=3]"], methods["voxelmorph[prealign=none;refine_steps=0]"]
+    assert with_stages.prealign is not None and with_stages.refine is not None and with_stages.refine.steps == 3
+    assert without.prealign is None and without.refine is None
 
 
 # ---------------------------------------------------------------------------- bundles
 def test_registration_bundles_listed() -> None:
-    bundles = list_registration_bundles()
+    bundles = list_registration_bundles(REPO / "bundles")
     assert "voxelmorph" in bundles and bundles["voxelmorph"] == REPO / "bundles" / "voxelmorph"
 
 

@@ -15,7 +15,6 @@ The integration test exports every bundle under ``bundles/`` that has ``models/m
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -26,20 +25,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
-
-REPO = REPO
+from tests.conftest import REPO, load_tool
 
 
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"mz_tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
-
-export_tool = _load_tool("export_bundle")
-check_tool = _load_tool("check_bundle")
+export_tool = load_tool("export_bundle")
+check_tool = load_tool("check_bundle")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import email
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -42,9 +41,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_tool
 
-REPO = REPO
 SEG_BUNDLE = REPO / "bundles" / "fetal_us_seg"
 REG_BUNDLE = REPO / "bundles" / "dense_eca_unet"
 REG_TASK = "hc18_reg2d"
@@ -58,14 +56,7 @@ SERVER_START_TIMEOUT = 600.0
 TRAIN_TIMEOUT = 600.0
 
 
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"mz_tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-label_app = _load_tool("label_app")
+label_app = load_tool("label_app")
 
 
 def _sha256(path: Path) -> str:

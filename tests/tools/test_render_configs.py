@@ -3,19 +3,15 @@ bundle's short method file."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_tool
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("morphzoo_render_configs", REPO / "tools" / "render_configs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("render_configs")
 
 
 def test_committed_configs_equal_their_render() -> None:

@@ -71,8 +71,6 @@ class TrainingLog:
     def _log_epoch(self, engine: Engine) -> None:
         if not self.plot or _rank() != 0 or not self.path.exists():
             return
-        try:
-            from morphzoo.viz import plot_training_curves
-        except ImportError:  # viz is optional for training
-            return
+        from morphzoo.viz import plot_training_curves  # matplotlib is a dependency: an import error is a real bug
+
         plot_training_curves(self.path, self.path.with_name("training_curves.png"))

@@ -97,14 +97,11 @@ def evaluate_pairs(
     summary = summarize(rows, metrics, reference=reference_method if reference_method in methods else None, parameters=params)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     write_text_atomic(out / "summary.md", summary_markdown(summary, metrics))
-    try:
-        from morphzoo.viz import boxplot_by_method
+    from morphzoo.viz import boxplot_by_method  # matplotlib is a dependency: an import error is a real bug
 
-        dice = {m: [float(r["dice"]) for r in rows if r["method"] == m and "dice" in r] for m in methods}
-        if any(dice.values()):
-            boxplot_by_method(dice, out / "dice_boxplot.png", ylabel="Dice")
-    except ImportError:
-        pass
+    dice = {m: [float(r["dice"]) for r in rows if r["method"] == m and "dice" in r] for m in methods}
+    if any(dice.values()):
+        boxplot_by_method(dice, out / "dice_boxplot.png", ylabel="Dice")
     return summary
 
 
@@ -116,11 +113,8 @@ def _num_parameters(reg: Registrar) -> int | None:
 
 
 def _panel(path: Path, mov, fix, res: RegistrationResult, mlab, flab, reg: Registrar) -> None:
-    try:
-        from morphzoo.viz import registration_panel
-        from morphzoo.transforms.spatial import resample_to_reference
-    except ImportError:
-        return
+    from morphzoo.transforms.spatial import resample_to_reference
+    from morphzoo.viz import registration_panel
     path.parent.mkdir(parents=True, exist_ok=True)
     def norm(a):
         a = np.asarray(a, dtype=np.float32)

@@ -66,19 +66,16 @@ def jacobian_determinant_field(ddf: Any) -> np.ndarray:
     """
     field = field_item(ddf)
     spatial = field.shape[1:]
-    try:  # lazy and optional: viz must work without (or before) the metrics package
-        from morphzoo.metrics.jacobian import jacobian_determinant
-    except ImportError:
-        jacobian_determinant = None
-    if jacobian_determinant is not None:
-        try:
-            import torch
+    import torch
 
-            out = to_numpy(jacobian_determinant(torch.from_numpy(np.ascontiguousarray(field[None]))))[0]
-            if out.shape == spatial:
-                return out.astype(np.float64, copy=False)
-        except (TypeError, ValueError, RuntimeError, IndexError):
-            pass
+    from morphzoo.metrics.jacobian import jacobian_determinant  # the project's one definition
+
+    try:
+        out = to_numpy(jacobian_determinant(torch.from_numpy(np.ascontiguousarray(field[None]))))[0]
+        if out.shape == spatial:
+            return out.astype(np.float64, copy=False)
+    except ValueError:  # shapes the metric rejects (a spatial size below 2): the array version below copes
+        pass
     return _jacobian_nd(field)
 
 
