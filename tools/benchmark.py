@@ -4,7 +4,7 @@
 Every method goes through the same :class:`~morphzoo.inference.Registrar` code (resampling onto
 the fixed grid, warping, metrics) on the first N pairs of a pair set (``--pair-set``: the 100 fixed test
 pairs, every test subject onto the atlas, or the validation pairs used to choose defaults) of
-``datalists/<task>.json``; speed is compared as ratios against ANTs SyN measured in the same run.
+``datalists/<task>.json``; speed is compared as ratios against ANTs SyN and SyNRA measured in the same run.
 
 Examples::
 
@@ -55,7 +55,7 @@ STAGE_TIMES = ("time_prealign_ms", "time_network_ms", "time_refine_ms")
 
 PAIR_SETS = ("test", "atlas_test_pairs", "validation_pairs")
 PAIR_SET_NAMES = {"test": "test", "atlas_test_pairs": "atlas test", "validation_pairs": "validation"}
-REFERENCE = "ants_syn"
+REFERENCES = ("ants_syn", "ants_synra")  # speed-up columns, for those of them in the run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="rewrite this task's results block in README.md (or PATH) between <!-- results:<task>:start/end --> markers",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="register nothing: rebuild summary.json/summary.md (and with --readme the README block) from the "
+        "pairs.csv and run.json of an earlier run in --out, e.g. after a change of table columns",
+    )
     args = p.parse_args(argv)
     if args.pairs is not None and args.pairs < 1:
         p.error("--pairs must be >= 1")
@@ -166,8 +172,41 @@ def update_readme(path: Path, task: str, block: str) -> None:
 
 
 # ---------------------------------------------------------------------------- main
+def resummarize(args: argparse.Namespace) -> int:
+    """``--summary-only``: the tables of an earlier run, from its ``pairs.csv`` and ``run.json``."""
+    import csv
+
+    from morphzoo.inference import summarize, summary_markdown
+    from morphzoo.inference.methods import TASKS
+    from morphzoo.inference.reports import write_text_atomic
+
+    out = Path(args.out) if args.out else REPO / "outputs" / "benchmark" / args.task
+    for name in ("pairs.csv", "run.json", "summary.json"):
+        if not (out / name).is_file():
+            raise SystemExit(f"benchmark: {out / name} not found; --summary-only rebuilds the tables of an earlier run in --out.")
+    info = json.loads((out / "run.json").read_text())
+    if info["task"] != args.task:
+        raise SystemExit(f"benchmark: {out} holds a {info['task']} run, not {args.task}.")
+    rows = list(csv.DictReader(open(out / "pairs.csv", newline="")))
+    old = json.loads((out / "summary.json").read_text())
+    params = {m: s.get("parameters") for m, s in old.items()}
+    metrics = tuple(TASKS[args.task]["metrics"]) + STAGE_TIMES
+    summary = summarize(rows, metrics, reference=[r for r in REFERENCES if r in info["methods"]], parameters=params)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    table = summary_markdown(summary, metrics)
+    write_text_atomic(out / "summary.md", table)
+    if args.readme is not None:
+        readme = Path(args.readme) if args.readme else REPO / "README.md"
+        update_readme(readme, args.task, readme_block(args.task, table, info["command"], info))
+        print(f"benchmark: results written into {readme}", file=sys.stderr)
+    print(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.summary_only:
+        return resummarize(args)
     t_start = time.perf_counter()
     threads = args.threads or _cores()
     # ITK (ANTs, elastix) reads this when its thread pool is first made: set it before importing them
@@ -210,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         distances=not args.no_distances,
         progress=not args.no_progress,
         metrics=metrics,
-        reference_method=REFERENCE,
+        reference_method=list(REFERENCES),
         on_result=make_exporter(out) if args.learn2reg_export else None,
     )
     from morphzoo.inference import summary_markdown
@@ -228,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": skipped,
         "device": str(device),
         "threads": threads,
-        "reference": REFERENCE if REFERENCE in methods else None,
+        "reference": [r for r in REFERENCES if r in methods],
         "wall_s": wall,
         "torch": torch.__version__,
     }

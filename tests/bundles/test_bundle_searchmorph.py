@@ -22,12 +22,27 @@ def _configs(base: str, overlay: str | None) -> list[str]:
     return [base] + ([overlay] if overlay else [])
 
 
-def test_bundle_file_set(bundle_checks):
+def test_ablation_and_variant_files(bundle_checks):
     bundle_checks.assert_file_set(
         "searchmorph",
-        ("configs/task_hippocampus3d.json", "models/model_hippocampus3d.pt")
-        + tuple(f"models/model_ablation_{a}.pt" for a in ABLATIONS),
+        ("configs/variant_unsupervised.json", "models/model_unsupervised.pt") + tuple(f"models/model_ablation_{a}.pt" for a in ABLATIONS),
     )
+
+
+def test_unsupervised_variant_is_the_paper_faithful_pipeline(tmp_path, data_dir, bundle_runner):
+    """configs/variant_unsupervised.json: the unsupervised weights without pre-alignment (the paper's
+    setting), runnable through the same command line."""
+    from monai.bundle import ConfigParser
+
+    p = ConfigParser()
+    p.read_config([str(CFG / "inference.json"), str(CFG / "variant_unsupervised.json")])
+    assert p["prealign"] == "none" and p["model_file"] == "model_unsupervised.pt"
+    hc = data_dir / "hc18" / "training_set"
+    out = tmp_path / "out"
+    bundle_runner("searchmorph", ["inference.json", "variant_unsupervised.json"], moving=hc / "001_HC.png", fixed=hc / "002_HC.png",
+                  output_dir=out)
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert "time_prealign_ms" not in metrics and metrics["time_ms"] > 0
 
 
 @pytest.mark.parametrize("name", ABLATIONS)

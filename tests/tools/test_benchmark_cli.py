@@ -202,3 +202,21 @@ def test_atlas_pair_set(tmp_path: Path) -> None:
     assert "3 atlas_test_pairs pairs" in proc.stderr
     bad = subprocess.run([sys.executable, str(TOOL), "--task", "hippocampus2d", "--pair-set", "nope"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--pair-set" in bad.stderr
+
+
+def test_summary_only_rebuilds_the_same_tables(hc18_run, tmp_path) -> None:
+    """``--summary-only`` registers nothing: from the run's pairs.csv and run.json it rebuilds the
+    same summary and README block (the original command kept), e.g. after a change of columns."""
+    import shutil
+
+    out, _, _, readme = hc18_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "summary.md").unlink()
+    text = readme.read_text()
+    proc = _run(["--task", "hc18_reg2d", "--out", str(copy), "--summary-only", "--readme", str(readme)])
+    assert (copy / "summary.md").read_text() == (out / "summary.md").read_text()
+    assert readme.read_text() == text  # the same block, the same original command
+    assert "| identity | 2 |" in proc.stdout
+    with pytest.raises(AssertionError, match="not found"):
+        _run(["--task", "hc18_reg2d", "--out", str(tmp_path / "empty"), "--summary-only"])

@@ -49,9 +49,11 @@ REG_TASK = "hc18_reg2d"
 N_STUDIES = 4  # labelled images in the datastore (training uses them all)
 N_SEG = 2  # images compared with the bundle's own inference
 N_REG = 3  # images compared with the Registrar
-# Measured on hc18_seg test items 0-2 (001, 015, 047) with dense_eca_unet hc18_reg2d, atlas 000 moving:
-# Dice with the ground truth 0.10 / 0.47 / 0.64 (mean 0.40; the atlas label without registration: 0.41).
-REG_GT_MEAN_DICE_FLOOR = 0.30
+# Measured on hc18_seg test items 0-2 (001, 015, 047) with dense_eca_unet hc18_reg2d, atlas 000 moving,
+# the bundle's default pipeline (learned affine, then the network): Dice with the ground truth
+# 0.45 / 0.78 / 0.71 (mean 0.65); without the affine stage 0.10 / 0.47 / 0.64 (mean 0.40, the atlas
+# label without registration: 0.41). The floor sits between the two: a lost affine stage fails it.
+REG_GT_MEAN_DICE_FLOOR = 0.55
 SERVER_START_TIMEOUT = 600.0
 TRAIN_TIMEOUT = 600.0
 

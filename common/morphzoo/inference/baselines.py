@@ -26,7 +26,7 @@ convention ``warped(x) = moving(x + ddf(x))`` (what :class:`monai.networks.block
   default settings: MIND-SSC features, a discrete coupled-convex search, then Adam instance
   optimisation of the field. 3D only (the package is written for volumes).
 
-Both conventions are checked numerically in ``tests/benchmark/test_bench_baselines.py`` (a known
+Both conventions are checked numerically in ``tests/inference/test_baselines.py`` (a known
 integer shift, in 2D and 3D). The third-party packages are imported lazily: this module imports
 without them, and using a baseline without them raises an :class:`ImportError` that says
 ``pip install -e .[baselines]``.
@@ -272,7 +272,7 @@ class ConvexAdam(_Baseline):
 
     The package returns a ``(H, W, D, 3)`` displacement in voxels whose component ``k`` runs along
     array axis ``k`` with backward warping, i.e. already MONAI's ``Warp`` convention (checked on a
-    known shift in ``tests/benchmark/test_bench_baselines.py``).
+    known shift in ``tests/inference/test_baselines.py``).
     """
 
     name = "convexadam"

@@ -44,7 +44,7 @@ def evaluate_pairs(
     distances: bool = True,
     progress: bool = True,
     metrics: Sequence[str] = SUMMARY_METRICS,
-    reference_method: str | None = None,
+    reference_method: str | Sequence[str] | None = None,
     root: str | Path | None = None,
     on_result: Callable[[str, Mapping[str, Any], int, RegistrationResult], None] | None = None,
 ) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def evaluate_pairs(
 
     Args:
         metrics: the metrics summarised in ``summary.json``/``summary.md``.
-        reference_method: a method of ``methods`` to compare speed against (see :func:`summarize`).
+        reference_method: method(s) of ``methods`` to compare speed against (see :func:`summarize`).
         root: data root of the items' relative paths (the configs' ``dataset_dir``; default
             :func:`morphzoo.paths.data_root`).
         on_result: called as ``on_result(method, item, k, result)`` after each successful
@@ -94,7 +94,7 @@ def evaluate_pairs(
             rows.append(row)
     write_pairs_csv(rows, out / "pairs.csv")
     params = {m: _num_parameters(reg) for m, reg in methods.items()}
-    summary = summarize(rows, metrics, reference=reference_method if reference_method in methods else None, parameters=params)
+    summary = summarize(rows, metrics, reference=[r for r in ([reference_method] if isinstance(reference_method, str) else (reference_method or [])) if r in methods], parameters=params)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     write_text_atomic(out / "summary.md", summary_markdown(summary, metrics))
     from morphzoo.viz import boxplot_by_method  # matplotlib is a dependency: an import error is a real bug

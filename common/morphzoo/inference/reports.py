@@ -27,7 +27,7 @@ def pair_name(item: Mapping[str, Any], k: int) -> str:
 def summarize(
     rows: Sequence[Mapping[str, Any]],
     metrics: Sequence[str] = SUMMARY_METRICS,
-    reference: str | None = None,
+    reference: str | Sequence[str] | None = None,
     parameters: Mapping[str, int | None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per method: mean/std of each metric over successful pairs, median time, pair and failure counts.
@@ -35,17 +35,18 @@ def summarize(
     Args:
         rows: per-pair rows (``method``, ``pair``, metrics, optional ``error``).
         metrics: the metrics to summarise.
-        reference: a method measured in the same run (e.g. ``"ants_syn"``); each method gets
-            ``speedup = {"reference", "median", "pairs"}``: the median over pairs where both
-            succeeded of ``time_ms(reference) / time_ms(method)`` (> 1: faster than the reference).
+        reference: a method measured in the same run (e.g. ``"ants_syn"``), or several; each method
+            gets ``speedup = {"reference", "median", "pairs"}`` for the first: the median over pairs
+            where both succeeded of ``time_ms(reference) / time_ms(method)`` (> 1: faster than the
+            reference), and ``speedups`` (reference -> the same dict) for all of them.
         parameters: method -> number of trainable parameters, stored as ``parameters``.
     """
     out: dict[str, dict[str, Any]] = {}
-    ref_time: dict[str, float] = {}
-    if reference is not None:
-        ref_time = {
-            r["pair"]: float(r["time_ms"]) for r in rows if r["method"] == reference and not r.get("error") and r.get("time_ms") not in (None, "")
-        }
+    refs = [reference] if isinstance(reference, str) else list(reference or [])
+    ref_times = {
+        ref: {r["pair"]: float(r["time_ms"]) for r in rows if r["method"] == ref and not r.get("error") and r.get("time_ms") not in (None, "")}
+        for ref in refs
+    }
     for method in dict.fromkeys(r["method"] for r in rows):
         mrows = [r for r in rows if r["method"] == method]
         ok = [r for r in mrows if not r.get("error")]
@@ -56,14 +57,16 @@ def summarize(
             vals = np.array([float(r[m]) for r in ok if m in r and r[m] not in (None, "") and math.isfinite(float(r[m]))])
             if len(vals):
                 s[m] = {"mean": float(vals.mean()), "std": float(vals.std()), "median": float(np.median(vals))}
-        if ref_time:
+        for ref, ref_time in ref_times.items():
             ratios = [
                 ref_time[r["pair"]] / float(r["time_ms"])
                 for r in ok
                 if r["pair"] in ref_time and r.get("time_ms") not in (None, "") and float(r["time_ms"]) > 0
             ]
             if ratios:
-                s["speedup"] = {"reference": reference, "median": float(np.median(ratios)), "pairs": len(ratios)}
+                s.setdefault("speedups", {})[ref] = {"reference": ref, "median": float(np.median(ratios)), "pairs": len(ratios)}
+        if s.get("speedups"):
+            s["speedup"] = next(iter(s["speedups"].values()))
         out[method] = s
     return out
 
@@ -74,7 +77,11 @@ def summary_markdown(summary: Mapping[str, Mapping[str, Any]], metrics: Sequence
     ``unit`` names what a row counts (``"pair"`` for registration, ``"image"`` for segmentation)."""
     cols = [m for m in metrics if any(m in s for s in summary.values())]
     with_params = any("parameters" in s for s in summary.values())
-    refs = [s["speedup"]["reference"] for s in summary.values() if "speedup" in s]
+    refs: list[str] = []
+    for s in summary.values():
+        for ref in s.get("speedups", {s["speedup"]["reference"]: None} if "speedup" in s else {}):
+            if ref not in refs:
+                refs.append(ref)
     def title(c: str) -> str:
         if c == "time_ms":
             return f"ms/{unit} (median)"
@@ -83,12 +90,12 @@ def summary_markdown(summary: Mapping[str, Mapping[str, Any]], metrics: Sequence
         return c
 
     head = f"| method | {unit}s | " + " | ".join(title(c) for c in cols)
-    if refs:
-        head += f" | speed-up vs {refs[0]} (median)"
+    for ref in refs:
+        head += f" | speed-up vs {ref} (median)"
     if with_params:
         head += " | parameters"
     head += " |"
-    lines = [head, "|" + "---|" * (len(cols) + 2 + bool(refs) + with_params)]
+    lines = [head, "|" + "---|" * (len(cols) + 2 + len(refs) + with_params)]
     for method, s in summary.items():
         cells = []
         for c in cols:
@@ -101,8 +108,8 @@ def summary_markdown(summary: Mapping[str, Mapping[str, Any]], metrics: Sequence
                 cells.append(f"{v['mean']:.1f}")
             else:
                 cells.append(f"{v['mean']:.3f} ± {v['std']:.3f}")
-        if refs:
-            sp = s.get("speedup")
+        for ref in refs:
+            sp = s.get("speedups", {}).get(ref) or (s.get("speedup") if s.get("speedup", {}).get("reference") == ref else None)
             cells.append(f"{sp['median']:.3g}×" if sp else "")
         if with_params:
             n = s.get("parameters")
