@@ -97,6 +97,36 @@ def _task_keys(method: dict[str, Any], task: str, file: str | None) -> dict[str,
     return keys
 
 
+def _reset_default_task_keys(
+    method: dict[str, Any], kind_dir: Path, default: str, overlay: dict[str, Any]
+) -> dict[str, Any]:
+    """Base values of the keys the default task sets and ``overlay`` does not.
+
+    The train/inference configs carry the default task's keys (e.g. ``prealign: net`` for a task
+    with a trained affine network); an overlay for another task must put those keys back to the
+    template's value, otherwise it silently inherits them.
+    """
+    base: dict[str, Any] = {}
+    for name in DEFAULT_FILES:
+        path = kind_dir / name
+        if not path.is_file():
+            continue
+        cfg = merge(_load(path), method.get("params", {}))
+        for key in _task_keys(method, default, name):
+            if key in overlay or key not in cfg:
+                continue
+            if key in base and base[key] != cfg[key]:
+                raise SystemExit(f"{kind_dir}: {key!r} has different base values in {DEFAULT_FILES}.")
+            base[key] = copy.deepcopy(cfg[key])
+    missing = [k for k in _task_keys(method, default, None) if k not in overlay and k not in base]
+    if missing:
+        raise SystemExit(
+            f"method.json: task {default!r} sets {missing} which no base config defines, so the "
+            "other tasks' overlays cannot put them back; define them in params or in every task."
+        )
+    return base
+
+
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=4) + "\n"
 
@@ -126,6 +156,7 @@ def render_bundle(bundle_dir: Path) -> dict[str, str]:
         if task == default:
             continue
         overlay = merge(task_facts(task), _task_keys(method, task, None))
+        overlay = merge(_reset_default_task_keys(method, kind_dir, default, overlay), overlay)
         out[f"configs/task_{task}.json"] = dump(_substitute(overlay, names))
     return out
 

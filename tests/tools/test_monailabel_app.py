@@ -182,7 +182,7 @@ def server(label_venv, studies, tmp_path_factory):
     shutil.copytree(label_app.APP_DIR, app, ignore=shutil.ignore_patterns("model", "logs", "bin", "__pycache__"))
     model_dir = work / "model"
     port = _free_port()
-    cmd = label_app.server_command(label_venv, studies["root"], port=port, conf=[("model_dir", str(model_dir))], app=app)
+    cmd = label_app.server_command(label_venv, studies["root"], port=port, conf=[("model_dir", str(model_dir)), ("bundles_dir", str(REPO / "bundles"))], app=app)
     env = label_app.server_env(label_venv)
     env["MONAI_LABEL_DATASTORE_AUTO_RELOAD"] = "false"
     log_path = work / "server.log"

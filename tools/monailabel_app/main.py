@@ -32,9 +32,9 @@ from monailabel.interfaces.tasks.train import TrainTask  # noqa: E402
 import morphzoo  # noqa: E402
 from lib.infers import AtlasRegistrationInfer, BundleSegmentationInfer  # noqa: E402
 from lib.trainers import AppBundleTrainTask  # noqa: E402
-from morphzoo.paths import data_root  # noqa: E402
+from morphzoo.paths import data_root, datalist_path  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]  # the checkout this app lives in: its bundles/ and datalists/
+REPO = Path(__file__).resolve().parents[2]  # the checkout this app lives in: default --conf bundles_dir <REPO>/bundles
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +54,16 @@ def _as_path(value: str, base: Path) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
-def default_atlas(task: str) -> tuple[Path, Path]:
-    """The atlas (image, label) of a task's datalist (``datalists/<task>.json`` key ``atlas``), under the data root.
+def default_atlas(task: str, bundle_dir: Path | None = None) -> tuple[Path, Path]:
+    """The atlas (image, label) of a task's datalist (key ``atlas``), under the data root.
+
+    The datalist is the registration bundle's own (``<bundle>/datalists/<task>.json``, an exported
+    bundle) or its checkout's (``morphzoo.paths.datalist_path``).
 
     Raises:
         FileNotFoundError: no datalist, or it has no ``atlas`` entry.
     """
-    dl = REPO / "datalists" / f"{task}.json"
+    dl = datalist_path(task, bundle_dir)
     if not dl.is_file():
         raise FileNotFoundError(f"{dl}: no datalist for task '{task}'; give --conf atlas_image PATH --conf atlas_label PATH.")
     atlas = json.loads(dl.read_text()).get("atlas")
@@ -124,7 +127,7 @@ class MorphZooApp(MONAILabelApp):
                     raise ValueError("give both --conf atlas_image PATH and --conf atlas_label PATH (or neither).")
                 image, label = _as_path(c["atlas_image"], Path.cwd()), _as_path(c["atlas_label"], Path.cwd())
             else:
-                image, label = default_atlas(task or "hc18_reg2d")
+                image, label = default_atlas(task or "hc18_reg2d", self._bundle("registration_bundle"))
             infers["atlas_registration"] = AtlasRegistrationInfer(
                 self._bundle("registration_bundle"), task, image, label, LABELS, name="atlas_registration"
             )
