@@ -162,13 +162,15 @@ def test_ants_affine_is_affine_only() -> None:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_elastix_bspline_known_shift(case: str) -> None:
+def test_elastix_bspline_known_shift(case: str, tmp_path, monkeypatch) -> None:
     # elastix's result image uses cubic B-spline interpolation, Warp linear: close, not equal
     # a B-spline field is only locally a translation: allow 1 voxel of local deviation and a larger
     # residual (a wrong sign or axis order leaves a residual as large as the unregistered one)
     # (3D: default map with fewer iterations, for test time; the conventions do not depend on it)
     baseline = ElastixBSpline(parameter_overrides={"MaximumNumberOfIterations": 64} if case == "3d" else None)
+    monkeypatch.chdir(tmp_path)
     _check_shift(baseline, case, own_warped_tol=0.02, voxel_tol=1.0, residual=0.25)
+    assert list(tmp_path.iterdir()) == []  # transformix wrote nothing into the working directory
 
 
 def test_baseline_registrar_runs_at_the_network_grid() -> None:

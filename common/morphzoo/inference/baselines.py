@@ -256,7 +256,11 @@ class ElastixBSpline(_Baseline):
             itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(int(self.number_of_threads))
         warped, params = itk.elastix_registration_method(fix, mov, **kwargs)  # no output directory: nothing written
         # T(x) - x for every fixed-grid point x, in physical units = voxels (unit spacing)
-        field = itk.array_from_image(itk.transformix_deformation_field(mov, params))
+        # transformix writes deformationField.nii into its output directory (default: the current
+        # one); a temporary directory keeps the user's working directory clean
+        with tempfile.TemporaryDirectory(prefix="morphzoo_transformix_") as tmp:
+            field_image = itk.transformix_deformation_field(mov, params, output_directory=tmp, log_to_console=False)
+            field = np.array(itk.array_from_image(field_image), copy=True)
         if field.shape != (*fixed.shape, fixed.ndim):
             raise RuntimeError(f"elastix returned a field of shape {field.shape} for images of shape {fixed.shape}.")
         ddf = np.moveaxis(field[..., ::-1], -1, 0).astype(np.float32)  # ITK (x, y[, z]) -> array axes
