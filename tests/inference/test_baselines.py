@@ -216,7 +216,8 @@ def test_convexadam_known_shift() -> None:
     shape, shift = CASES["3d"]
     mov, fix = shifted_pair(shape, shift)
     moving, fixed = torch.from_numpy(mov)[None, None], torch.from_numpy(fix)[None, None]
-    ddf = ConvexAdam()(moving, fixed)
+    with torch.no_grad():  # as a Registrar calls it: the Adam stage must still get its gradients
+        ddf = ConvexAdam()(moving, fixed)
     assert ddf.shape == (1, 3, *shape) and ddf.dtype == torch.float32
     inner = _interior(3)
     for axis, d in enumerate(shift):

@@ -292,11 +292,13 @@ class ConvexAdam(_Baseline):
             raise ValueError(f"ConvexAdam registers 3D images of one shape, got {moving.shape} and {fixed.shape}.")
         cuda = torch.cuda.is_available()
         kwargs = {"device": torch.device("cuda" if cuda else "cpu"), "dtype": torch.float16 if cuda else torch.float32, **self.kwargs}
-        disp = cadam.convex_adam_pt(
-            torch.from_numpy(np.ascontiguousarray(fixed, dtype=np.float32)),
-            torch.from_numpy(np.ascontiguousarray(moving, dtype=np.float32)),
-            **kwargs,
-        )
+        # its Adam stage needs autograd, also when called from a Registrar (which predicts under no_grad)
+        with torch.inference_mode(False), torch.enable_grad():
+            disp = cadam.convex_adam_pt(
+                torch.from_numpy(np.ascontiguousarray(fixed, dtype=np.float32)),
+                torch.from_numpy(np.ascontiguousarray(moving, dtype=np.float32)),
+                **kwargs,
+            )
         ddf = np.moveaxis(np.asarray(disp, dtype=np.float32), -1, 0)
         return {"ddf": np.ascontiguousarray(ddf)}
 
