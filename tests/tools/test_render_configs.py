@@ -69,3 +69,34 @@ def test_check_mode_reports_a_hand_edit(tmp_path, monkeypatch) -> None:
     cfg = tmp_path / "voxelmorph" / "configs" / "inference.json"
     cfg.write_text(cfg.read_text().replace('"refine_steps": 0', '"refine_steps": 7', 1) if '"refine_steps": 0' in cfg.read_text() else cfg.read_text() + " ")
     assert tool.differences(tmp_path) == [cfg]
+
+
+def _method_bundle(tmp_path, default_keys: dict) -> "Path":
+    bundle = tmp_path / "toy"
+    bundle.mkdir()
+    method = {
+        "kind": "registration",
+        "default_task": "hc18_reg2d",
+        "network_def": {"_target_": "monai.networks.nets.VoxelMorphUNet"},
+        "tasks": {"hc18_reg2d": default_keys, "hippocampus3d": {"model_file": "model_hippocampus3d.pt"}},
+    }
+    (bundle / "method.json").write_text(json.dumps(method))
+    return bundle
+
+
+def test_overlays_put_back_what_the_default_task_sets(tmp_path) -> None:
+    """A key set for the default task only (here the affine stage and a training label weight) is
+    reset to the template's value in every other task's overlay instead of being inherited."""
+    tool = _tool()
+    files = tool.render_bundle(_method_bundle(tmp_path, {"prealign": "net", "train": {"label_weight": 1.0}}))
+    inference = json.loads(files["configs/inference.json"])
+    train = json.loads(files["configs/train.json"])
+    overlay = json.loads(files["configs/task_hippocampus3d.json"])
+    assert inference["prealign"] == "net" and train["label_weight"] == 1.0
+    assert overlay["prealign"] == "none" and overlay["label_weight"] == 0.0
+    assert overlay["model_file"] == "model_hippocampus3d.pt"
+
+
+def test_a_default_task_key_without_base_value_is_refused(tmp_path) -> None:
+    with pytest.raises(SystemExit, match="no_such_key"):
+        _tool().render_bundle(_method_bundle(tmp_path, {"no_such_key": 1}))
