@@ -94,7 +94,7 @@ def evaluate_pairs(
             rows.append(row)
     write_pairs_csv(rows, out / "pairs.csv")
     params = {m: _num_parameters(reg) for m, reg in methods.items()}
-    summary = summarize(rows, metrics, reference=[r for r in ([reference_method] if isinstance(reference_method, str) else (reference_method or [])) if r in methods], parameters=params)
+    summary = summarize(rows, metrics, reference=reference_method, parameters=params)  # a reference not run adds no column
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     write_text_atomic(out / "summary.md", summary_markdown(summary, metrics))
     from morphzoo.viz import boxplot_by_method  # matplotlib is a dependency: an import error is a real bug
