@@ -5,3 +5,4 @@ from morphzoo.networks.blocks.ghost_sc import AsymmetricConv, GhostSCConv, SelfC
 from morphzoo.networks.blocks.correlation import CORRELATION_MODES, CorrelationSearch, diamond_offsets, voxel_to_grid
 from morphzoo.networks.blocks.field_update import ConvGRU, FieldUpdateBlock, MotionEncoder
 from morphzoo.networks.blocks.field_upsample import UPSAMPLE_MODES, ConvexUpsample, convex_mask_channels, linear_upsample2
+from morphzoo.networks.blocks.warp import warp_image
