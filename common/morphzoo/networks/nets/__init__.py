@@ -5,3 +5,4 @@ from morphzoo.networks.nets.fcn_deep_selfsup import FCN_ARCHITECTURES, FCNDeepSe
 from morphzoo.networks.nets.ghost_sc_unet import GhostSCBlock, GhostSCUNet
 from morphzoo.networks.nets.searchmorph import SearchMorph, SearchMorphEncoder
 from morphzoo.networks.nets.affine_net import AffineNet
+from morphzoo.networks.nets.cascade_fcn import CascadeFCN, MiniFCN
