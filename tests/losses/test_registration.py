@@ -197,3 +197,28 @@ def test_total_variation_analytic():
     assert float(tv(spike)) == pytest.approx(3 * 2 / (3 * 4 * 5 * 5), rel=1e-6)
     with pytest.raises(ValueError, match="field"):
         tv(torch.zeros(1, 2, 4, 4, 4))
+
+
+def test_zero_scale_weight_skips_that_scale_and_labels_count_at_coarse_scales(smooth_volume):
+    """A scale of weight 0 adds nothing (a coarser stage while a finer one trains); with a label
+    weight, a coarse field is scored against one-hot labels average-pooled to its grid."""
+    n = 8
+    mov = torch.as_tensor(smooth_volume((n, n, n), 4))[None, None]
+    fix = torch.as_tensor(smooth_volume((n, n, n), 5))[None, None]
+    g = torch.Generator().manual_seed(0)
+    f_full = 0.5 * torch.randn(1, 3, n, n, n, generator=g)
+    f_half = torch.full((1, 3, n // 2, n // 2, n // 2), float("nan"))  # would poison the sum if computed
+    loss = RegistrationLoss(3, "mse", reg_weight=0.1, scale_weights=[1.0, 0.0])
+    single = RegistrationLoss(3, "mse", reg_weight=0.1)
+    targets = torch.cat([mov, fix], dim=1)
+    assert float(loss([f_full, f_half], targets)) == pytest.approx(float(single(f_full, targets)), rel=1e-6)
+    # coarse-scale label term: identical labels and a zero field give Dice loss 0, a shifted label does not
+    lab = torch.zeros(1, 1, n, n, n)
+    lab[..., 2:6, 2:6, 2:6] = 1.0
+    coarse_only = RegistrationLoss(3, "mse", reg_weight=0.0, label_weight=1.0, num_labels=2, scale_weights=[0.0, 1.0])
+    zero_half = torch.zeros(1, 3, n // 2, n // 2, n // 2)
+    coarse_only([f_full, zero_half], torch.cat([mov, mov, lab, lab], dim=1))
+    assert coarse_only.last_terms["label_dice"] == pytest.approx(0.0, abs=1e-4)
+    shifted = torch.roll(lab, 2, dims=2)
+    coarse_only([f_full, zero_half], torch.cat([mov, mov, shifted, lab], dim=1))
+    assert coarse_only.last_terms["label_dice"] > 0.2

@@ -23,6 +23,7 @@ from monai.inferers import Inferer
 from monai.networks.blocks import DVF2DDF, Warp
 from monai.transforms import MapTransform
 
+from morphzoo.networks.nets.fcn_deep_selfsup import resize_displacement
 from morphzoo.transforms.affine import affine_to_ddf
 
 __all__ = ["RegistrationPrepareBatch", "RegistrationInferer", "AffineInferer", "WarpLabelsd", "one_hot_labels"]
@@ -79,7 +80,8 @@ class RegistrationInferer(Inferer):
         integration_steps: 0 for a network predicting displacements directly; > 0 integrates a
             stationary velocity field by scaling and squaring (diffeomorphic VoxelMorph).
         return_all: pass through a list of fields when the network returns several (multi-scale
-            training losses); otherwise the first (finest) is returned.
+            training losses); otherwise the first (finest) is returned, resized to the input grid
+            (values rescaled) if it is coarser (a cascade trained one coarse stage at a time).
     """
 
     def __init__(self, integration_steps: int = 0, return_all: bool = False) -> None:
@@ -95,7 +97,9 @@ class RegistrationInferer(Inferer):
         out = network(inputs, *args, **kwargs)
         if isinstance(out, (list, tuple)):
             fields = [self._integrate(f) for f in out]
-            return fields if self.return_all else fields[0]
+            if self.return_all:
+                return fields
+            return resize_displacement(fields[0], [int(v) for v in inputs.shape[2:]])
         return self._integrate(out)
 
 

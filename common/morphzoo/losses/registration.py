@@ -113,7 +113,7 @@ class RegistrationLoss(nn.Module):
     The label term (VoxelMorph's semi-supervised mode) warps the one-hot moving label linearly and
     is off by default (``label_weight=0``), so training stays unsupervised. Multi-output networks
     may pass a list of fields (finest first) with ``scale_weights``; each coarser field is compared
-    with images average-pooled to its size.
+    with images (and one-hot labels) average-pooled to its size, and a scale of weight 0 is skipped.
 
     Args:
         spatial_dims: 2 or 3.
@@ -156,17 +156,20 @@ class RegistrationLoss(nn.Module):
 
     def _single(self, ddf: torch.Tensor, mov, fix, mlab, flab) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         size = tuple(ddf.shape[2:])
+        pool = F.adaptive_avg_pool3d if self.spatial_dims == 3 else F.adaptive_avg_pool2d
+        use_labels = self.label_weight > 0 and mlab is not None and flab is not None
+        if use_labels:
+            mlab = F.one_hot(mlab[:, 0].long(), self.num_labels).movedim(-1, 1).float()
+            flab = F.one_hot(flab[:, 0].long(), self.num_labels).movedim(-1, 1).float()
         if tuple(mov.shape[2:]) != size:
-            mov = F.adaptive_avg_pool3d(mov, size) if self.spatial_dims == 3 else F.adaptive_avg_pool2d(mov, size)
-            fix = F.adaptive_avg_pool3d(fix, size) if self.spatial_dims == 3 else F.adaptive_avg_pool2d(fix, size)
-            mlab = flab = None
+            mov, fix = pool(mov, size), pool(fix, size)
+            if use_labels:  # soft label maps on the coarser grid
+                mlab, flab = pool(mlab, size), pool(flab, size)
         warped = self.warp(mov, ddf)
         terms = {"similarity": self.image_loss(warped, fix), "regularization": self.regularizer(ddf)}
         total = self.image_weight * terms["similarity"] + self.reg_weight * terms["regularization"]
-        if self.label_weight > 0 and mlab is not None and flab is not None:
-            moh = F.one_hot(mlab[:, 0].long(), self.num_labels).movedim(-1, 1).float()
-            foh = F.one_hot(flab[:, 0].long(), self.num_labels).movedim(-1, 1).float()
-            terms["label_dice"] = self.dice(self.warp(moh, ddf), foh)
+        if use_labels:
+            terms["label_dice"] = self.dice(self.warp(mlab, ddf), flab)
             total = total + self.label_weight * terms["label_dice"]
         return total, terms
 
@@ -185,10 +188,12 @@ class RegistrationLoss(nn.Module):
             raise ValueError(f"{len(fields)} fields but {len(weights)} scale_weights.")
         total = torch.zeros((), device=mov.device)
         logged: dict[str, float] = {}
-        for k, (w, f) in enumerate(zip(weights, fields)):
+        for w, f in zip(weights, fields):
+            if w == 0.0:  # a scale switched off (e.g. a coarser stage while a finer one trains)
+                continue
             loss, terms = self._single(f, mov, fix, mlab, flab)
             total = total + w * loss
-            if k == 0:
+            if not logged:  # the terms of the finest scale that counts
                 logged = {n: float(v.detach()) for n, v in terms.items()}
         self.last_terms = logged
         return total
