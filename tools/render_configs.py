@@ -17,13 +17,15 @@ What is unique to a bundle lives in ``bundles/<name>/method.json``::
       "params": {...},              # method hyper-parameters: top-level keys of every rendered config
       "network_def": {...},         # the bundle's network
       "train": {...}, "inference": {...}, "evaluate": {...},   # per-file additions / overrides
-      "tasks": {"<task>": {...}}    # per-task keys; "train"/"inference" sub-dicts go to that file only
+      "tasks": {"<task>": {...}},   # per-task keys; "train"/"inference" sub-dicts go to that file only
+      "overlays": {"<file>.json": {...}}   # optional bundle-specific overlays (e.g. training stages)
     }
 
 Rendering: ``configs/<file>`` = base ⊕ (for train/inference: task facts ⊕ params ⊕ network_def
 ⊕ the default task's keys) ⊕ ``method[<file>]``, where ⊕ merges dicts recursively and replaces
 everything else; ``configs/task_<task>.json`` (one per non-default task) = task facts ⊕ the task's
-keys, an overlay of top-level keys as MONAI's ``--config_file "[a, b]"`` merges them. The value
+keys, an overlay of top-level keys as MONAI's ``--config_file "[a, b]"`` merges them; each of
+``method["overlays"]`` is written as ``configs/<file>`` unchanged. The value
 ``"@@bundle_name"`` becomes the bundle's folder name.
 
 The committed files stay complete, self-contained MONAI bundle configs (MONAI Label, the Model
@@ -152,6 +154,8 @@ def render_bundle(bundle_dir: Path) -> dict[str, str]:
             cfg = merge(cfg, _task_keys(method, default, tpl.name))
         cfg = merge(cfg, method.get(tpl.stem, {}))
         out[f"configs/{tpl.name}"] = dump(_substitute(cfg, names))
+    for name, overlay in method.get("overlays", {}).items():
+        out[f"configs/{name}"] = dump(_substitute(overlay, names))
     for task in method.get("tasks", {}):
         if task == default:
             continue

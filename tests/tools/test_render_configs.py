@@ -100,3 +100,15 @@ def test_overlays_put_back_what_the_default_task_sets(tmp_path) -> None:
 def test_a_default_task_key_without_base_value_is_refused(tmp_path) -> None:
     with pytest.raises(SystemExit, match="no_such_key"):
         _tool().render_bundle(_method_bundle(tmp_path, {"no_such_key": 1}))
+
+
+def test_bundle_specific_overlays_are_written_as_given(tmp_path) -> None:
+    """``method["overlays"]`` (e.g. the cascade's training stages) become configs/<file> unchanged,
+    with ``@@bundle_name`` substituted."""
+    bundle = _method_bundle(tmp_path, {})
+    method = json.loads((bundle / "method.json").read_text())
+    method["overlays"] = {"train_stage1.json": {"num_stages": 1, "frozen_prefixes": ["stages.0."], "name": "@@bundle_name"}}
+    (bundle / "method.json").write_text(json.dumps(method))
+    files = _tool().render_bundle(bundle)
+    assert json.loads(files["configs/train_stage1.json"]) == {"num_stages": 1, "frozen_prefixes": ["stages.0."], "name": "toy"}
+    assert json.loads(files["configs/train.json"])["frozen_prefixes"] == []  # the base: nothing frozen
