@@ -15,8 +15,11 @@ from PIL import Image
 from morphzoo.viz import (
     boxplot_by_method,
     boxplot_figure,
+    chain_training_logs,
+    metric_comparison_figure,
     overlay_figure,
     overlay_mask,
+    plot_metric_comparison,
     plot_training_curves,
     registration_figure,
     registration_panel,
@@ -171,3 +174,26 @@ def test_boxplot_by_method(tmp_path: Path) -> None:
     (ax,) = fig.axes
     assert ax.get_ylabel() == "Dice"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["affine\n(n=3)", "vxm\n(n=3)", "ours\n(n=1)"]
+
+
+def test_chained_stage_logs_and_their_comparison(tmp_path: Path) -> None:
+    stage1 = [{"epoch": 1, "iteration": 10, "loss": 0.5}, {"epoch": 1, "iteration": 20, "val_mean_dice": 0.80}]
+    stage2 = [{"epoch": 1, "iteration": 15, "val_mean_dice": 0.85}, {"epoch": 2, "iteration": 30, "val_mean_dice": 0.86}]
+    src2 = tmp_path / "stage2.jsonl"
+    src2.write_text("\n".join(json.dumps(r) for r in stage2) + "\n", encoding="utf-8")
+    chained = chain_training_logs([stage1, src2])
+    assert [r["iteration"] for r in chained] == [10, 20, 35, 50]  # stage 2 continues after stage 1's 20 iterations
+    assert [r["stage"] for r in chained] == [1, 1, 2, 2]
+    single = [{"iteration": it, "val_mean_dice": d} for it, d in ((20, 0.7), (50, 0.75))]
+    fig = metric_comparison_figure({"cascade": chained, "single": single})
+    (ax,) = fig.axes
+    lines = {ln.get_label(): ln for ln in ax.lines if not ln.get_label().startswith("_")}
+    np.testing.assert_array_equal(lines["cascade"].get_xdata(), [20, 35, 50])
+    np.testing.assert_array_equal(lines["cascade"].get_ydata(), [0.80, 0.85, 0.86])
+    boundaries = [ln for ln in ax.lines if ln.get_linestyle() == ":"]
+    assert len(boundaries) == 1 and boundaries[0].get_xdata()[0] == pytest.approx(27.5)
+    assert _png_size(plot_metric_comparison({"single": single}, tmp_path / "cmp.png"))[0] > 0
+    with pytest.raises(ValueError, match="iteration"):
+        chain_training_logs([[{"epoch": 1, "loss": 0.3}]])
+    with pytest.raises(ValueError, match="val_mean_dice"):
+        metric_comparison_figure({"empty": [{"iteration": 1, "loss": 0.2}]})

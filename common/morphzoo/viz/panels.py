@@ -435,6 +435,93 @@ def plot_training_curves(
     return save_figure(training_curves_figure(records, keys=keys), path)
 
 
+def chain_training_logs(sources: Sequence[Sequence[Mapping[str, Any]] | str | os.PathLike]) -> list[dict[str, Any]]:
+    """Rows of consecutive training runs (e.g. the stages of a stage-wise schedule) as one log.
+
+    Each run's ``iteration`` values are offset by the last iteration of the runs before it, so the
+    chained log reads as one curve; every row gets ``"stage"`` = its run's position (1-based).
+
+    Args:
+        sources: per run, its rows or the path of its log (CSV, JSON lines or a JSON list).
+
+    Returns:
+        The chained rows.
+
+    Raises:
+        ValueError: if a run has no row with an ``iteration``.
+    """
+    out: list[dict[str, Any]] = []
+    offset = 0.0
+    for k, src in enumerate(sources, start=1):
+        rows = _read_records(src) if isinstance(src, (str, os.PathLike)) else [dict(r) for r in src]
+        its = [_as_float(r.get("iteration")) for r in rows]
+        its = [i for i in its if i is not None]
+        if not its:
+            raise ValueError(f"run {k} ({src if isinstance(src, (str, os.PathLike)) else 'rows'}) has no 'iteration' values")
+        for r in rows:
+            row = dict(r, stage=k)
+            if _as_float(r.get("iteration")) is not None:
+                row["iteration"] = float(r["iteration"]) + offset
+            out.append(row)
+        offset += max(its)
+    return out
+
+
+def metric_comparison_figure(
+    curves: Mapping[str, Sequence[Mapping[str, Any]] | str | os.PathLike], key: str = "val_mean_dice", xkey: str = "iteration"
+) -> Figure:
+    """Build the comparison figure (see :func:`plot_metric_comparison`).
+
+    Returns:
+        Figure with one axes labelled ``key`` and one line per curve, labelled with its name.
+    """
+    if not curves:
+        raise ValueError("no curves to plot")
+    fig = new_figure((6.0, 4.0))
+    ax = fig.add_subplot()
+    for name, rows in curves.items():
+        rows = _read_records(rows) if isinstance(rows, (str, os.PathLike)) else list(rows)
+        pts = [(_as_float(r.get(xkey)), _as_float(r.get(key)), r.get("stage")) for r in rows]
+        pts = sorted((x, y, st) for x, y, st in pts if x is not None and y is not None)
+        if not pts:
+            raise ValueError(f"curve {name!r} has no rows with both {xkey!r} and {key!r}")
+        (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, linewidth=1.2, label=name)
+        for prev, cur in zip(pts, pts[1:]):  # stage boundaries of a chained log
+            if prev[2] is not None and cur[2] != prev[2]:
+                ax.axvline(0.5 * (prev[0] + cur[0]), color=line.get_color(), linestyle=":", linewidth=1.0)
+    ax.set_xlabel(xkey)
+    ax.set_ylabel(key)
+    ax.set_label(key)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_metric_comparison(
+    curves: Mapping[str, Sequence[Mapping[str, Any]] | str | os.PathLike],
+    path: str | os.PathLike,
+    key: str = "val_mean_dice",
+    xkey: str = "iteration",
+) -> Path:
+    """Write one metric of several training runs against ``xkey`` on one axes (PNG), e.g. the
+    validation Dice of a stage-wise cascade (:func:`chain_training_logs`; dotted lines mark its
+    stage boundaries) against a single-scale network.
+
+    Args:
+        curves: name -> rows or log path.
+        path: output PNG path.
+        key: the metric.
+        xkey: the x axis (``iteration`` or ``epoch``).
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: on no curves or a curve without the metric.
+    """
+    return save_figure(metric_comparison_figure(curves, key=key, xkey=xkey), path)
+
+
 def boxplot_figure(values: Mapping[str, Sequence[float]], ylabel: str = "Dice", title: str | None = None) -> Figure:
     """Build the per-method boxplot (see :func:`boxplot_by_method`).
 
