@@ -48,7 +48,7 @@ from venv_cache import venv_python as _venv_python  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "schemas" / "meta_schema_20240725.json"
-REGISTRATION_OUTPUTS = ("warped.nii.gz", "ddf.nii.gz", "metrics.json")
+REGISTRATION_OUTPUTS = ("warped.nii.gz", "ddf.nii.gz", "jacobian.nii.gz", "metrics.json")
 SEGMENTATION_OUTPUTS = ("mask.nii.gz",)
 
 __all__ = ["requirements", "venv_key", "ensure_venv", "find_bundle_root", "real_case", "check_bundle"]

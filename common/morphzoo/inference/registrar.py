@@ -29,7 +29,7 @@ import torch.nn as nn
 from monai.networks.blocks import Warp
 
 from morphzoo.engines.registration import RegistrationInferer
-from morphzoo.metrics import hd95_learn2reg, jacobian_stats, label_overlap_and_distance, ncc_global, nmi, ssim
+from morphzoo.metrics import hd95_learn2reg, jacobian_determinant, jacobian_stats, label_overlap_and_distance, ncc_global, nmi, ssim
 from morphzoo.transforms.io import (
     ImageRecord,
     InputError,
@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 _HAS_SURFACE_DISTANCE = importlib.util.find_spec("surface_distance") is not None
 
-OUTPUT_NAMES = ("warped.nii.gz", "warped_label.nii.gz", "ddf.nii.gz", "metrics.json")
+OUTPUT_NAMES = ("warped.nii.gz", "warped_label.nii.gz", "ddf.nii.gz", "jacobian.nii.gz", "metrics.json")
 
 
 def sync_device(device: torch.device) -> None:
@@ -305,7 +305,8 @@ class Registrar:
         moving_spacing: Sequence[float] | None = None,
         fixed_spacing: Sequence[float] | None = None,
     ) -> dict[str, float]:
-        """Register files and write ``warped.nii.gz``, ``ddf.nii.gz``, ``metrics.json`` (and
+        """Register files and write ``warped.nii.gz``, ``ddf.nii.gz``, ``jacobian.nii.gz`` (the
+        Jacobian determinant of ``x -> x + ddf(x)``, the map the folding metrics count), ``metrics.json`` (and
         ``warped_label.nii.gz`` with a moving label; ``warped.png`` for PNG input) into
         ``output_dir`` in the fixed image's grid and header.
 
@@ -342,6 +343,8 @@ class Registrar:
         with atomic_output_dir(output_dir) as tmp:
             write_nifti_like(res.warped.astype(np.float32), fix, tmp / "warped.nii.gz")
             write_nifti_like(res.ddf.astype(np.float32), fix, tmp / "ddf.nii.gz", vector=True)
+            det = jacobian_determinant(torch.as_tensor(res.ddf, dtype=torch.float32)[None])[0]
+            write_nifti_like(det.numpy(), fix, tmp / "jacobian.nii.gz")
             if res.warped_label is not None:
                 write_nifti_like(res.warped_label.astype(np.int16), fix, tmp / "warped_label.nii.gz")
             if fix.kind == "png":
