@@ -8,8 +8,10 @@ a resize for PNG) and both are intensity-normalised. Then, on the network's grid
 3. ``refine`` (optional) optimises ``u`` on the pair without labels (:class:`~morphzoo.inference.FieldRefiner`).
 
 The field is brought back to the fixed grid (values rescaled) and composed with the affine into one
-map ``x -> A(x + u(x))`` (:func:`~morphzoo.transforms.affine.compose_affine_field`), with which the
-moving image and label are interpolated once. Outputs keep the fixed image's affine and header;
+map ``x -> A(x + u(x))`` (:func:`~morphzoo.transforms.affine.compose_affine_field`); for a pair of
+different grids it is further composed with the fixed-to-moving voxel map, so the written moving
+image and label are interpolated once from the original moving arrays
+(:func:`~morphzoo.transforms.spatial.warp_from_reference`; outside the moving image: 0). Outputs keep the fixed image's affine and header;
 each stage's time is recorded in the metrics.
 """
 
@@ -39,7 +41,13 @@ from morphzoo.transforms.io import (
     write_png,
 )
 from morphzoo.transforms.affine import compose_affine_field, resample_affine
-from morphzoo.transforms.spatial import resample_to_reference, resize_field, resize_image
+from morphzoo.transforms.spatial import (
+    reference_to_moving_voxels,
+    resample_to_reference,
+    resize_field,
+    resize_image,
+    warp_from_reference,
+)
 from morphzoo.transforms.subjects import read_subject
 
 __all__ = ["Registrar", "RegistrationResult", "minmax_normalize", "load_weights", "OUTPUT_NAMES"]
@@ -251,11 +259,17 @@ class Registrar:
         metrics["nmi"] = float(nmi(warped, fix)[0])
         metrics["mse"] = float(((warped - fix) ** 2).mean())
 
+        # outputs: the original moving image/label interpolated once through grid change + field
+        voxel_map = reference_to_moving_voxels(moving, fixed)
+        same_grid = np.allclose(voxel_map, np.eye(voxel_map.shape[0]))
         warped_label = None
         if moving_label is not None:
-            lab_arr = resample_to_reference(moving_label, fixed, label=True)
-            lab = torch.as_tensor(lab_arr, dtype=torch.float32)[None, None].to(self.device)
-            warped_label = self.warp_nearest(lab, ddf)[0, 0].round().cpu().numpy().astype(np.int16)
+            if same_grid:
+                lab = torch.as_tensor(moving_label.array, dtype=torch.float32)[None, None].to(self.device)
+                lab_w = self.warp_nearest(lab, ddf)
+            else:
+                lab_w = warp_from_reference(moving_label.array, ddf, voxel_map, label=True)
+            warped_label = lab_w[0, 0].round().cpu().numpy().astype(np.int16)
             if fixed_label is not None:
                 labels = self.labels or sorted(int(v) for v in np.unique(fixed_label.array))
                 fg = [v for v in labels if v != 0]
@@ -264,7 +278,8 @@ class Registrar:
                 )
                 if distances and _HAS_SURFACE_DISTANCE:  # Learn2Reg's own HD95 definition, beside ours
                     metrics["hd95_l2r"] = hd95_learn2reg(warped_label, fixed_label.array, fg, spacing=fixed.spacing)
-        warped_raw = self.warp(mov_raw, ddf)  # the moving image's own intensities, for writing
+        # the moving image's own intensities, for writing
+        warped_raw = self.warp(mov_raw, ddf) if same_grid else warp_from_reference(moving.array, ddf, voxel_map)
         return RegistrationResult(
             warped=warped_raw[0, 0].cpu().numpy(),
             ddf=ddf[0].cpu().numpy(),

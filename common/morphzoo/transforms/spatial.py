@@ -1,5 +1,6 @@
 """Resampling between grids: a moving image onto the fixed image's grid, images and fields onto the
-network's grid and back (a displacement field resized by a factor s along an axis is multiplied by s)."""
+network's grid and back (a displacement field resized by a factor s along an axis is multiplied by s),
+and the one interpolation of an original moving image through the grid change and a field together."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from monai.transforms import SpatialResample
 
 from morphzoo.transforms.io import ImageRecord
 
-__all__ = ["resample_to_reference", "resize_image", "resize_field"]
+__all__ = ["resample_to_reference", "reference_to_moving_voxels", "warp_from_reference", "resize_image", "resize_field"]
 
 
 def resample_to_reference(moving: ImageRecord, reference: ImageRecord, *, label: bool = False) -> np.ndarray:
@@ -45,6 +46,63 @@ def resample_to_reference(moving: ImageRecord, reference: ImageRecord, *, label:
     resampler = SpatialResample(mode="nearest" if label else "bilinear", padding_mode="zeros", align_corners=True)
     out = resampler(img, dst_affine=torch.as_tensor(reference.affine), spatial_size=reference.shape)
     return np.asarray(out[0].detach().cpu().numpy(), dtype=np.float32)
+
+
+def reference_to_moving_voxels(moving: ImageRecord, reference: ImageRecord) -> np.ndarray:
+    """The map :func:`resample_to_reference` interpolates along, as a matrix.
+
+    Returns:
+        ``(N + 1, N + 1)`` homogeneous matrix taking reference voxel indices (array-axis order) to
+        moving voxel indices: ``inv(A_moving) @ A_reference`` restricted to the ``N`` array axes for
+        NIfTI (world coordinates; for 2D, the in-plane part); for PNG the resize
+        ``i_m = i_r (n_m - 1) / (n_r - 1)`` per axis; the identity for the same grid.
+    """
+    n = reference.spatial_dims
+    if moving.shape == reference.shape and np.allclose(moving.affine, reference.affine, atol=1e-5):
+        return np.eye(n + 1)
+    if moving.kind == "png" or reference.kind == "png":
+        scale = [(m - 1) / max(r - 1, 1) for m, r in zip(moving.shape, reference.shape)]
+        return np.diag(scale + [1.0])
+    full = np.linalg.inv(np.asarray(moving.affine, dtype=np.float64)) @ np.asarray(reference.affine, dtype=np.float64)
+    idx = list(range(n)) + [3]
+    return full[np.ix_(idx, idx)]
+
+
+def warp_from_reference(moving: np.ndarray | torch.Tensor, ddf: torch.Tensor, voxel_map: np.ndarray, *, label: bool = False) -> torch.Tensor:
+    """``moving(M (x + ddf(x)))``: the original moving image interpolated once on the reference grid.
+
+    The grid change (``M`` = :func:`reference_to_moving_voxels`) and the displacement field are
+    composed into one map from reference voxels to original moving voxels, so resampling a pair of
+    different grids and then warping costs one interpolation instead of two. Points outside the
+    moving image are 0 (as in :func:`resample_to_reference`).
+
+    Args:
+        moving: ``(*S_m)`` original moving array.
+        ddf: ``(1, N, *S_r)`` displacement in voxels of the reference grid, array-axis order.
+        voxel_map: ``(N + 1, N + 1)`` reference voxel -> moving voxel matrix.
+        label: nearest-neighbour interpolation (label maps) instead of (bi/tri)linear.
+
+    Returns:
+        ``(1, 1, *S_r)`` float tensor on ``ddf``'s device.
+
+    Raises:
+        ValueError: if the shapes of ``moving``, ``ddf`` and ``voxel_map`` do not agree.
+    """
+    mov = torch.as_tensor(moving, dtype=torch.float32, device=ddf.device)
+    n = mov.ndim
+    if ddf.ndim != n + 2 or ddf.shape[:2] != (1, n) or tuple(np.shape(voxel_map)) != (n + 1, n + 1):
+        raise ValueError(
+            f"moving {tuple(mov.shape)}, field {tuple(ddf.shape)} and voxel map {np.shape(voxel_map)} do not agree: "
+            f"expected a (1, {n}, *S) field and a ({n + 1}, {n + 1}) matrix."
+        )
+    size = ddf.shape[2:]
+    axes = [torch.arange(int(s), dtype=torch.float32, device=ddf.device) for s in size]
+    pos = torch.stack(torch.meshgrid(axes, indexing="ij"), dim=0) + ddf[0].float()  # (N, *S_r)
+    m = torch.as_tensor(np.asarray(voxel_map, dtype=np.float32), device=ddf.device)
+    mapped = torch.einsum("ij,j...->i...", m[:n, :n], pos) + m[:n, n].view(n, *([1] * n))
+    denom = torch.tensor([float(max(s - 1, 1)) for s in mov.shape], device=ddf.device).view(n, *([1] * n))
+    grid = (2.0 * mapped / denom - 1.0).movedim(0, -1).flip(-1)[None]
+    return F.grid_sample(mov[None, None], grid, mode="nearest" if label else "bilinear", padding_mode="zeros", align_corners=True)
 
 
 def resize_image(x: torch.Tensor, size: Sequence[int], *, label: bool = False) -> torch.Tensor:
