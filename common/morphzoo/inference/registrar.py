@@ -40,7 +40,8 @@ from morphzoo.transforms.io import (
     write_nifti_like,
     write_png,
 )
-from morphzoo.transforms.affine import compose_affine_field, resample_affine
+from morphzoo.transforms.affine import compose_affine_field, resample_affine, theta_to_voxel
+from morphzoo.transforms.itk_export import TRANSFORM_NAMES, write_transforms
 from morphzoo.transforms.spatial import (
     reference_to_moving_voxels,
     resample_to_reference,
@@ -56,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 _HAS_SURFACE_DISTANCE = importlib.util.find_spec("surface_distance") is not None
 
-OUTPUT_NAMES = ("warped.nii.gz", "warped_label.nii.gz", "ddf.nii.gz", "jacobian.nii.gz", "metrics.json")
+OUTPUT_NAMES = ("warped.nii.gz", "warped_label.nii.gz", "ddf.nii.gz", "jacobian.nii.gz", *TRANSFORM_NAMES, "metrics.json")
 
 
 def sync_device(device: torch.device) -> None:
@@ -360,6 +361,10 @@ class Registrar:
             write_nifti_like(res.ddf.astype(np.float32), fix, tmp / "ddf.nii.gz", vector=True)
             det = jacobian_determinant(torch.as_tensor(res.ddf, dtype=torch.float32)[None])[0]
             write_nifti_like(det.numpy(), fix, tmp / "jacobian.nii.gz")
+            affine_vox = None
+            if res.theta is not None:
+                affine_vox = theta_to_voxel(torch.as_tensor(res.theta, dtype=torch.float64)[None], fix.shape)[0].numpy()
+            write_transforms(tmp, res.ddf, mov, fix, reference_to_moving_voxels(mov, fix), affine_vox)
             if res.warped_label is not None:
                 write_nifti_like(res.warped_label.astype(np.int16), fix, tmp / "warped_label.nii.gz")
             if fix.kind == "png":
