@@ -122,3 +122,67 @@ def test_split_affine_field_inverts_the_composition():
     a_vox = theta_to_voxel(theta, (12, 10))[0].numpy()
     np.testing.assert_allclose(split_affine_field(full, a_vox), u[0].numpy(), atol=1e-5)
     np.testing.assert_array_equal(split_affine_field(full, None), full)
+
+
+def _zero_field(m, f):
+    return torch.zeros(m.shape[0], m.ndim - 2, *m.shape[2:], dtype=m.dtype)
+
+
+@pytest.mark.parametrize("suffix", [".mat", ".txt"])
+def test_initial_transform_is_honoured(tmp_path, hippo_img, save_nifti, suffix):
+    """A pair made by moving a real image with a known affine T registers to near identity when T
+    is given as the initial transform (ANTs .mat or ITK .txt), and transform.h5 carries T back."""
+    import nibabel as nib
+
+    from morphzoo.inference import RegistrationRunner
+
+    fix_path = hippo_img[0]
+    fixed_s = sitk.ReadImage(str(fix_path), sitk.sitkFloat32)
+    t = sitk.AffineTransform(3)
+    t.SetMatrix((np.diag([1.0, 1.08, 0.95]) @ _rotation_z(10.0)).ravel().tolist())
+    t.SetTranslation((2.5, -1.5, 1.0))
+    t.SetCenter(fixed_s.TransformContinuousIndexToPhysicalPoint([31.5, 31.5, 31.5]))
+    moving_s = sitk.Resample(fixed_s, fixed_s, t.GetInverse(), sitk.sitkLinear, 0.0)  # moving(T(p)) = fixed(p)
+    mov_path = tmp_path / "moving.nii.gz"
+    sitk.WriteImage(moving_s, str(mov_path))
+    init = tmp_path / f"init{suffix}"
+    sitk.WriteTransform(t, str(init))
+
+    direct = sitk.GetArrayFromImage(sitk.Resample(moving_s, fixed_s, t, sitk.sitkLinear, 0.0)).transpose(2, 1, 0)
+
+    def corr(out, ref=None):
+        w = np.asarray(nib.load(str(out / "warped.nii.gz")).dataobj)
+        f = np.asarray(nib.load(str(fix_path)).dataobj) if ref is None else ref
+        inner = (slice(8, -8),) * 3
+        return np.corrcoef(w[inner].ravel(), f[inner].ravel())[0, 1]
+
+    reg = Registrar(None, 3, device="cpu", field_fn=_zero_field)
+    RegistrationRunner(reg, str(tmp_path / "with"), moving=str(mov_path), fixed=str(fix_path), initial_transform=str(init)).run()
+    RegistrationRunner(reg, str(tmp_path / "without"), moving=str(mov_path), fixed=str(fix_path)).run()
+    assert corr(tmp_path / "with", direct) > 0.999  # = resampling the moving image through T once
+    assert corr(tmp_path / "with") > 0.97 > corr(tmp_path / "without") + 0.05  # back onto the fixed image
+    back = [tx for tx in [sitk.ReadTransform(str(tmp_path / "with" / "transform.h5"))]][0]
+    affine = sitk.CompositeTransform(back).GetNthTransform(0)
+    point = (10.0, -20.0, 30.0)
+    np.testing.assert_allclose(affine.TransformPoint(point), t.TransformPoint(point), atol=1e-3)
+
+
+def test_initial_transform_errors_name_the_file(tmp_path, hippo_img):
+    from morphzoo.inference import RegistrationRunner
+
+    reg = Registrar(None, 3, device="cpu", field_fn=_zero_field)
+    missing = tmp_path / "nope.mat"
+    with pytest.raises(SystemExit) as e:
+        RegistrationRunner(reg, str(tmp_path / "o"), moving=str(hippo_img[0]), fixed=str(hippo_img[0]), initial_transform=str(missing)).run()
+    assert e.value.code == 2
+    bad = tmp_path / "bad.txt"
+    bad.write_text("not a transform\n")
+    with pytest.raises(SystemExit):
+        RegistrationRunner(reg, str(tmp_path / "o"), moving=str(hippo_img[0]), fixed=str(hippo_img[0]), initial_transform=str(bad)).run()
+    two_d = tmp_path / "two_d.txt"
+    sitk.WriteTransform(sitk.AffineTransform(2), str(two_d))
+    with pytest.raises(SystemExit):
+        RegistrationRunner(reg, str(tmp_path / "o"), moving=str(hippo_img[0]), fixed=str(hippo_img[0]), initial_transform=str(two_d)).run()
+    with pytest.raises(SystemExit):  # an initial transform belongs to one pair
+        RegistrationRunner(reg, str(tmp_path / "o"), items=[], initial_transform=str(two_d)).run()
+    assert not (tmp_path / "o").exists()

@@ -40,8 +40,8 @@ from morphzoo.transforms.io import (
     write_nifti_like,
     write_png,
 )
-from morphzoo.transforms.affine import compose_affine_field, resample_affine, theta_to_voxel
-from morphzoo.transforms.itk_export import TRANSFORM_NAMES, write_transforms
+from morphzoo.transforms.affine import compose_affine_field, resample_affine, theta_from_voxel, theta_to_voxel
+from morphzoo.transforms.itk_export import TRANSFORM_NAMES, read_initial_transform, write_transforms
 from morphzoo.transforms.spatial import (
     reference_to_moving_voxels,
     resample_to_reference,
@@ -181,21 +181,25 @@ class Registrar:
         m = self.size_multiple
         return tuple(int(np.ceil(s / m) * m) for s in fixed_shape)
 
-    def predict_field(self, moving: torch.Tensor, fixed: torch.Tensor, times: dict[str, float] | None = None) -> torch.Tensor:
+    def predict_field(
+        self, moving: torch.Tensor, fixed: torch.Tensor, times: dict[str, float] | None = None, theta: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Field on the fixed grid for normalised ``(1, 1, *S)`` tensors already on that grid.
 
         Runs the pipeline (pre-alignment, network or ``field_fn``, refinement) on the network grid
         and returns the composed field ``x -> A(x + u(x))`` on the fixed grid. The affine is kept in
         ``self.last_theta``; with ``times`` given, each stage's milliseconds are stored there
-        (``prealign_ms``, ``network_ms``, ``refine_ms``).
+        (``prealign_ms``, ``network_ms``, ``refine_ms``). A given ``theta`` (``(1, N, N + 1)``,
+        normalised, e.g. a user's initial transform) replaces the pre-alignment stage.
         """
         size = tuple(fixed.shape[2:])
         net_size = self._network_size(size)
         fix_n = resize_image(fixed, net_size)
         clock = _StageClock(self.device, times)
-        theta = None
         with torch.no_grad():
-            if self.prealign is not None:
+            if theta is not None:
+                theta = theta.to(device=moving.device, dtype=moving.dtype)
+            elif self.prealign is not None:
                 with clock("prealign_ms"):
                     theta = self.prealign(resize_image(moving, net_size), fix_n).to(moving.dtype)
             mov_n = resample_affine(moving, theta, net_size) if theta is not None else resize_image(moving, net_size)
@@ -221,8 +225,13 @@ class Registrar:
         moving_label: ImageRecord | None = None,
         fixed_label: ImageRecord | None = None,
         distances: bool = True,
+        initial_transform: str | Path | None = None,
     ) -> RegistrationResult:
-        """Register already-read images (see :func:`read_image`); returns arrays on the fixed grid."""
+        """Register already-read images (see :func:`read_image`); returns arrays on the fixed grid.
+
+        ``initial_transform``: an ITK/ANTs affine file (fixed -> moving physical points) that starts
+        the pipeline instead of the pre-alignment stage.
+        """
         for rec, what in ((moving, "moving image"), (fixed, "fixed image")):
             if rec.spatial_dims != self.spatial_dims:
                 raise InputError(
@@ -234,18 +243,22 @@ class Registrar:
         if fixed_label is not None and fixed_label.shape != fixed.shape:
             raise InputError(f"{fixed_label.path}: fixed label shape {fixed_label.shape} differs from fixed image {fixed.shape}.")
 
+        initial_theta = None
+        if initial_transform:
+            a_vox = read_initial_transform(initial_transform, moving, fixed, reference_to_moving_voxels(moving, fixed))
+            initial_theta = theta_from_voxel(torch.as_tensor(a_vox, dtype=torch.float64)[None], fixed.shape).float()
         mov_arr = resample_to_reference(moving, fixed)
         mov_raw = torch.as_tensor(mov_arr, dtype=torch.float32)[None, None].to(self.device)
         mov = minmax_normalize(mov_raw)
         fix = minmax_normalize(torch.as_tensor(fixed.array, dtype=torch.float32)[None, None]).to(self.device)
 
         if not self._warm and self.field_fn is None:  # first call: allocator / kernel selection, not timed
-            self.predict_field(mov, fix)
+            self.predict_field(mov, fix, theta=initial_theta)
             self._warm = True
         self._sync()
         t0 = time.perf_counter()
         times: dict[str, float] = {}
-        ddf = self.predict_field(mov, fix, times)
+        ddf = self.predict_field(mov, fix, times, theta=initial_theta)
         theta = self.last_theta
         warped = self.warp(mov, ddf)
         self._sync()
@@ -320,6 +333,7 @@ class Registrar:
         overwrite: bool = False,
         moving_spacing: Sequence[float] | None = None,
         fixed_spacing: Sequence[float] | None = None,
+        initial_transform: str | Path | None = None,
     ) -> dict[str, float]:
         """Register files and write ``warped.nii.gz``, ``ddf.nii.gz``, ``jacobian.nii.gz`` (the
         Jacobian determinant of ``x -> x + ddf(x)``, the map the folding metrics count), ``metrics.json`` (and
@@ -327,11 +341,12 @@ class Registrar:
         ``output_dir`` in the fixed image's grid and header.
 
         Existing outputs are an error unless ``overwrite``; on any error nothing is written.
+        ``initial_transform``: see :meth:`register_records`.
         """
         names = [n for n in OUTPUT_NAMES if moving_label or n != "warped_label.nii.gz"]
         check_outputs_free(output_dir, names, overwrite)
         mov, fix, mlab, flab = self.read_pair(moving, fixed, moving_label, fixed_label, moving_spacing, fixed_spacing)
-        res = self.register_records(mov, fix, mlab, flab)
+        res = self.register_records(mov, fix, mlab, flab, initial_transform=initial_transform)
         self.write_outputs(res, mov, fix, mlab, flab, output_dir, overwrite=overwrite)
         return res.metrics
 

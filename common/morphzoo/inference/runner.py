@@ -60,8 +60,8 @@ class cli_errors:
 class RegistrationRunner:
     """What a registration bundle's ``inference.json`` runs.
 
-    With ``moving`` and ``fixed`` set (command line ``--moving PATH --fixed PATH``), registers that
-    pair into ``output_dir``; otherwise registers every pair of ``items``, or of ``pair_set`` of the
+    With ``moving`` and ``fixed`` set (command line ``--moving PATH --fixed PATH``, optionally
+    ``--initial_transform AFFINE`` in place of the pre-alignment stage), registers that pair into ``output_dir``; otherwise registers every pair of ``items``, or of ``pair_set`` of the
     ``datalist`` file (read only then, so registering your own pair needs no datalist and no data
     folder), into ``output_dir/<pair>/``, with relative paths under ``dataset_dir``.
 
@@ -83,6 +83,7 @@ class RegistrationRunner:
         datalist: str | Path | None = None,
         pair_set: str = "test",
         dataset_dir: str | Path | None = None,
+        initial_transform: str | None = None,
     ) -> None:
         self.registrar = registrar
         self.output_dir = Path(output_dir)
@@ -92,6 +93,7 @@ class RegistrationRunner:
         self.items = None if items is None else list(items)
         self.num_pairs = num_pairs
         self.datalist, self.pair_set, self.dataset_dir = datalist, pair_set, dataset_dir
+        self.initial_transform = initial_transform or None
 
     def run(self) -> list[dict[str, float]]:
         """Register (see the class); exits with status 2 and one line on a user's bad input."""
@@ -101,10 +103,13 @@ class RegistrationRunner:
     def _run(self) -> list[dict[str, float]]:
         if bool(self.moving) != bool(self.fixed):
             raise InputError("give both --moving and --fixed (or neither, to register the test split).")
+        if self.initial_transform and not self.moving:
+            raise InputError(f"{self.initial_transform}: --initial_transform belongs to one pair; give --moving and --fixed too.")
         if self.moving:
             return [
                 self.registrar.register_files(
-                    self.moving, self.fixed, self.output_dir, self.moving_label, self.fixed_label, overwrite=self.overwrite
+                    self.moving, self.fixed, self.output_dir, self.moving_label, self.fixed_label, overwrite=self.overwrite,
+                    initial_transform=self.initial_transform,
                 )
             ]
         items = self.items

@@ -22,9 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from morphzoo.transforms.io import ImageRecord
+from morphzoo.transforms.io import ImageRecord, InputError
 
-__all__ = ["split_affine_field", "itk_geometry", "physical_transform", "write_transforms", "TRANSFORM_NAMES"]
+__all__ = [
+    "split_affine_field",
+    "itk_geometry",
+    "physical_transform",
+    "write_transforms",
+    "read_initial_transform",
+    "TRANSFORM_NAMES",
+]
 
 TRANSFORM_NAMES = ("transform.h5", "warp_ants.nii.gz", "affine_ants.mat")
 
@@ -75,6 +82,14 @@ def _itk_axes(rec: ImageRecord) -> bool:
     return rec.kind != "png"
 
 
+def _perm(rec: ImageRecord, n: int) -> np.ndarray:
+    """Homogeneous permutation from MorphZoo array-axis order to ITK index order (its own inverse)."""
+    p = np.eye(n + 1)
+    if not _itk_axes(rec):
+        p[:n, :n] = np.eye(n)[::-1]
+    return p
+
+
 def physical_transform(
     ddf: np.ndarray, moving: ImageRecord, fixed: ImageRecord, voxel_map: np.ndarray, affine_vox: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -95,13 +110,7 @@ def physical_transform(
     fix_itk, mov_itk = _read_itk(fixed), _read_itk(moving)
     n = ddf.shape[0]
     u = split_affine_field(ddf, affine_vox)
-    # array-axis order -> ITK index order (x, y[, z]) for the matrices
-    perm_f = np.eye(n + 1)
-    perm_m = np.eye(n + 1)
-    if not _itk_axes(fixed):
-        perm_f[:n, :n] = np.eye(n)[::-1]
-    if not _itk_axes(moving):
-        perm_m[:n, :n] = np.eye(n)[::-1]
+    perm_f, perm_m = _perm(fixed, n), _perm(moving, n)  # array-axis order <-> ITK index order
     a = np.eye(n + 1)
     if affine_vox is not None:
         a[:n] = affine_vox
@@ -153,3 +162,55 @@ def write_transforms(
     itk.imwrite(field, str(paths[1]))
     itk.transformwrite([affine], str(paths[2]))
     return paths
+
+
+def read_initial_transform(path: str | Path, moving: ImageRecord, fixed: ImageRecord, voxel_map: np.ndarray) -> np.ndarray:
+    """A user's affine (ITK ``.txt``/``.tfm``/``.h5`` or ANTs ``.mat``, fixed -> moving physical
+    points, as ``antsRegistration`` and ITK write them) as the pre-alignment affine in fixed voxels.
+
+    The inverse of the export: ``A = M^-1 G_m^-1 T G_f`` (array-axis order; see the module docstring),
+    the affine the pipeline's pre-alignment stage would have found.
+
+    Args:
+        path: the transform file; a composite transform must hold exactly one affine-like transform.
+        moving, fixed: the pair as read (their files give ITK's geometry).
+        voxel_map: fixed voxel -> moving voxel matrix of the grid change.
+
+    Returns:
+        ``(N, N + 1)`` affine in fixed voxels, array-axis order.
+
+    Raises:
+        InputError: if the file is missing, unreadable, not affine or of another dimension.
+    """
+    import itk
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: initial transform not found.")
+    try:
+        transforms = itk.transformread(str(p))
+    except Exception as e:  # ITK raises RuntimeError with a long message
+        raise InputError(f"{p}: not a transform ITK can read ({str(e).strip().splitlines()[-1][:200]}).") from None
+    flat = []
+    for t in transforms:
+        if "Composite" in t.GetNameOfClass():
+            flat += [t.GetNthTransform(k) for k in range(t.GetNumberOfTransforms())]
+        else:
+            flat.append(t)
+    n = fixed.spatial_dims
+    if len(flat) != 1 or not hasattr(flat[0], "GetMatrix") or not hasattr(flat[0], "GetOffset"):
+        names = [t.GetNameOfClass() for t in flat]
+        raise InputError(f"{p}: expected one affine transform, found {names}.")
+    t = flat[0]
+    matrix = np.asarray(itk.array_from_matrix(t.GetMatrix()), dtype=np.float64)
+    if matrix.shape != (n, n):
+        raise InputError(f"{p}: a {matrix.shape[0]}D transform for {n}D images.")
+    phys = np.eye(n + 1)
+    phys[:n, :n] = matrix
+    phys[:n, n] = np.asarray(t.GetOffset(), dtype=np.float64)
+    fix_itk, mov_itk = _read_itk(fixed), _read_itk(moving)
+    a = (
+        np.linalg.inv(voxel_map) @ _perm(moving, n) @ np.linalg.inv(itk_geometry(mov_itk))
+        @ phys @ itk_geometry(fix_itk) @ _perm(fixed, n)
+    )
+    return a[:n]
