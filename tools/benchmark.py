@@ -43,7 +43,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import re
 import shlex
 import sys
 import time
@@ -111,25 +110,17 @@ def _cores() -> int:
 
 # ---------------------------------------------------------------------------- Learn2Reg export
 def learn2reg_name(item: Mapping[str, Any]) -> str:
-    """``disp_FFFF_0000_MMMM_0000.npz`` from the pair's subject numbers (fixed first)."""
+    """See :func:`morphzoo.inference.learn2reg.learn2reg_name` (imported on use: the tool starts fast)."""
+    from morphzoo.inference.learn2reg import learn2reg_name as name
 
-    def number(role: str) -> int:
-        subj = str(item.get(f"{role}_subject") or Path(str(item[role])).name.split(".")[0])
-        m = re.search(r"(\d+)\D*$", subj)
-        if not m:
-            raise ValueError(f"no subject number in {subj!r}")
-        return int(m.group(1))
-
-    return f"disp_{number('fixed'):04d}_0000_{number('moving'):04d}_0000.npz"
+    return name(item)
 
 
 def learn2reg_array(ddf) -> "Any":
-    """Our ``(N, *S)`` ddf as Learn2Reg's channel-last ``(*S, N)`` float32 array: the same values,
-    so that ``map_coordinates(moving, identity + disp)`` (with ``disp`` moved back to the first
-    axis) is the warped moving image."""
-    import numpy as np
+    """See :func:`morphzoo.inference.learn2reg.learn2reg_array`."""
+    from morphzoo.inference.learn2reg import learn2reg_array as array
 
-    return np.ascontiguousarray(np.moveaxis(np.asarray(ddf, dtype=np.float32), 0, -1))
+    return array(ddf)
 
 
 def make_exporter(out: Path):

@@ -332,3 +332,19 @@ def test_pair_of_different_grids_is_interpolated_once(tmp_path, hippo_img, hippo
     two_step = Warp("nearest", "zeros")(torch.as_tensor(two_step)[None, None].float(), torch.as_tensor(ddf)[None].float())[0, 0].numpy()
     dice_two = 2.0 * np.sum((two_step == expected_lab) & fg) / (np.sum(two_step > 0) + np.sum(fg))
     assert dice_two < dice
+
+
+def test_own_pair_in_learn2reg_format(tmp_path, synthetic_pair, hippo_img, hippo_img2):
+    """``learn2reg=True`` adds ``disp_FFFF_0000_MMMM_0000.npz`` (numbers from the file names, fixed
+    first; ``disp.npz`` without numbers): the field of ``ddf.nii.gz``, channel-last."""
+    reg = Registrar(None, 3, device="cpu", field_fn=_shift_fn(1.5, axis=2))
+    out = tmp_path / "hippo"
+    reg.register_files(hippo_img[0], hippo_img2[0], out, learn2reg=True)
+    disp = np.load(out / "disp_0006_0000_0004_0000.npz")["arr_0"]
+    ddf = _load(out / "ddf.nii.gz")[0][..., 0, :]
+    assert disp.shape == (64, 64, 64, 3) and disp.dtype == np.float32
+    np.testing.assert_array_equal(disp, ddf)
+    p = synthetic_pair
+    reg.register_files(p["moving"], p["fixed"], tmp_path / "plain", learn2reg=True)
+    names = {f.name for f in (tmp_path / "plain").iterdir()}
+    assert ("disp.npz" in names) != any(n.startswith("disp_") for n in names)

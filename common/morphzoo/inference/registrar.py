@@ -31,6 +31,7 @@ import torch.nn as nn
 from monai.networks.blocks import Warp
 
 from morphzoo.engines.registration import RegistrationInferer
+from morphzoo.inference.learn2reg import learn2reg_array, learn2reg_name
 from morphzoo.metrics import hd95_learn2reg, jacobian_determinant, jacobian_stats, label_overlap_and_distance, ncc_global, nmi, ssim
 from morphzoo.transforms.io import (
     ImageRecord,
@@ -334,6 +335,7 @@ class Registrar:
         moving_spacing: Sequence[float] | None = None,
         fixed_spacing: Sequence[float] | None = None,
         initial_transform: str | Path | None = None,
+        learn2reg: bool = False,
     ) -> dict[str, float]:
         """Register files and write ``warped.nii.gz``, ``ddf.nii.gz``, ``jacobian.nii.gz`` (the
         Jacobian determinant of ``x -> x + ddf(x)``, the map the folding metrics count), ``metrics.json`` (and
@@ -341,13 +343,14 @@ class Registrar:
         ``output_dir`` in the fixed image's grid and header.
 
         Existing outputs are an error unless ``overwrite``; on any error nothing is written.
-        ``initial_transform``: see :meth:`register_records`.
+        ``initial_transform``: see :meth:`register_records`; ``learn2reg``: also write the field in
+        Learn2Reg's submission format (see :meth:`write_outputs`).
         """
         names = [n for n in OUTPUT_NAMES if moving_label or n != "warped_label.nii.gz"]
         check_outputs_free(output_dir, names, overwrite)
         mov, fix, mlab, flab = self.read_pair(moving, fixed, moving_label, fixed_label, moving_spacing, fixed_spacing)
         res = self.register_records(mov, fix, mlab, flab, initial_transform=initial_transform)
-        self.write_outputs(res, mov, fix, mlab, flab, output_dir, overwrite=overwrite)
+        self.write_outputs(res, mov, fix, mlab, flab, output_dir, overwrite=overwrite, learn2reg=learn2reg)
         return res.metrics
 
     def write_outputs(
@@ -359,9 +362,22 @@ class Registrar:
         flab: ImageRecord | None,
         output_dir: str | Path,
         overwrite: bool = False,
+        learn2reg: bool = False,
     ) -> None:
-        """Write a result into ``output_dir`` atomically, in the fixed image's grid and header."""
+        """Write a result into ``output_dir`` atomically, in the fixed image's grid and header.
+
+        With ``learn2reg``, the field is also written as Learn2Reg's ``disp_FFFF_0000_MMMM_0000.npz``
+        (subject numbers from the file names; ``disp.npz`` when they hold none): channel-last, in
+        fixed voxels, the values of ``ddf.nii.gz``.
+        """
         names = [n for n in OUTPUT_NAMES if res.warped_label is not None or n != "warped_label.nii.gz"]
+        l2r_name = None
+        if learn2reg:
+            try:
+                l2r_name = learn2reg_name({"moving": mov.path, "fixed": fix.path})
+            except ValueError:
+                l2r_name = "disp.npz"
+            names.append(l2r_name)
         check_outputs_free(output_dir, names, overwrite)
         meta = {
             "moving": str(mov.path),
@@ -384,6 +400,8 @@ class Registrar:
                 write_nifti_like(res.warped_label.astype(np.int16), fix, tmp / "warped_label.nii.gz")
             if fix.kind == "png":
                 write_png(res.warped, tmp / "warped.png")
+            if l2r_name is not None:
+                np.savez_compressed(tmp / l2r_name, learn2reg_array(res.ddf))
             (tmp / "metrics.json").write_text(json.dumps(meta, indent=2))
         logger.info("registered %s -> %s in %.1f ms; outputs in %s", mov.path, fix.path, res.metrics["time_ms"], output_dir)
 

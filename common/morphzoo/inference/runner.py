@@ -61,7 +61,8 @@ class RegistrationRunner:
     """What a registration bundle's ``inference.json`` runs.
 
     With ``moving`` and ``fixed`` set (command line ``--moving PATH --fixed PATH``, optionally
-    ``--initial_transform AFFINE`` in place of the pre-alignment stage), registers that pair into ``output_dir``; otherwise registers every pair of ``items``, or of ``pair_set`` of the
+    ``--initial_transform AFFINE`` in place of the pre-alignment stage), registers that pair into ``output_dir``
+    (``--learn2reg_export true`` adds the field in Learn2Reg's ``disp_*.npz`` format); otherwise registers every pair of ``items``, or of ``pair_set`` of the
     ``datalist`` file (read only then, so registering your own pair needs no datalist and no data
     folder), into ``output_dir/<pair>/``, with relative paths under ``dataset_dir``.
 
@@ -84,6 +85,7 @@ class RegistrationRunner:
         pair_set: str = "test",
         dataset_dir: str | Path | None = None,
         initial_transform: str | None = None,
+        learn2reg_export: bool | str = False,
     ) -> None:
         self.registrar = registrar
         self.output_dir = Path(output_dir)
@@ -94,6 +96,7 @@ class RegistrationRunner:
         self.num_pairs = num_pairs
         self.datalist, self.pair_set, self.dataset_dir = datalist, pair_set, dataset_dir
         self.initial_transform = initial_transform or None
+        self.learn2reg = learn2reg_export in (True, "true", "True", "1", 1)
 
     def run(self) -> list[dict[str, float]]:
         """Register (see the class); exits with status 2 and one line on a user's bad input."""
@@ -109,7 +112,7 @@ class RegistrationRunner:
             return [
                 self.registrar.register_files(
                     self.moving, self.fixed, self.output_dir, self.moving_label, self.fixed_label, overwrite=self.overwrite,
-                    initial_transform=self.initial_transform,
+                    initial_transform=self.initial_transform, learn2reg=self.learn2reg,
                 )
             ]
         items = self.items
@@ -121,6 +124,7 @@ class RegistrationRunner:
         for k, item in enumerate(items[: self.num_pairs or None]):
             mov, fix, mlab, flab = read_pair_item(item, self.registrar.labels, root=self.dataset_dir)
             res = self.registrar.register_records(mov, fix, mlab, flab)
-            self.registrar.write_outputs(res, mov, fix, mlab, flab, self.output_dir / pair_name(item, k), self.overwrite)
+            self.registrar.write_outputs(res, mov, fix, mlab, flab, self.output_dir / pair_name(item, k), self.overwrite,
+                                         learn2reg=self.learn2reg)
             results.append(res.metrics)
         return results
