@@ -24,7 +24,8 @@ bundle with weights for the task; the registry is :mod:`morphzoo.inference.metho
     convexadam               ConvexAdam, default settings (3D only)          }
     <bundle>                 a registration bundle under --bundles (its default pipeline for the task)
     <bundle>[k=v;k2=v2]      the same with config overrides, e.g. searchmorph[prealign=none],
-                             voxelmorph[refine_steps=0] (the stage ablations)
+                             voxelmorph[refine_steps=0] (the stage ablations);
+                             <bundle>[config=variant_x.json] adds a bundle overlay
     NAME=module:attr         any importable ``field_fn(moving, fixed) -> ddf`` (or a Registrar)
 
 The table reports each pipeline stage's median time (prealign / network / refine ms) beside the

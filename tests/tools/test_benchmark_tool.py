@@ -93,6 +93,21 @@ def test_stage_ablation_rows_are_the_bundle_with_the_override() -> None:
     assert without.prealign is None and without.refine is None
 
 
+def test_bundle_overlay_rows_read_the_variant_config() -> None:
+    """``bundle[config=FILE]`` reads a variant overlay after the task overlay (list-valued keys)."""
+    from morphzoo.inference.methods import build_methods
+
+    spec = "fetal_us_cascade_reg[config=variant_single_scale.json]"
+    methods, _ = build_methods(["fetal_us_cascade_reg", spec], "hc18_reg2d", 2, [0, 1], torch.device("cpu"), 1,
+                               bundles_dir=REPO / "bundles")
+    single, cascade = methods[spec], methods["fetal_us_cascade_reg"]
+    assert single.network.scales == [1] and len(single.network.stages) == 1 and cascade.network.scales == [4, 2, 1]
+    assert single.checkpoint.endswith("model_single_scale.pt")
+    with pytest.raises(SystemExit, match="no_such.json"):
+        build_methods(["fetal_us_cascade_reg[config=no_such.json]"], "hc18_reg2d", 2, [0, 1], torch.device("cpu"), 1,
+                      bundles_dir=REPO / "bundles")
+
+
 # ---------------------------------------------------------------------------- bundles
 def test_registration_bundles_listed() -> None:
     bundles = list_registration_bundles(REPO / "bundles")

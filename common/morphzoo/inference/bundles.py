@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -77,6 +77,7 @@ def load_bundle_registrar(
     device: str | torch.device | None = None,
     checkpoint: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
+    configs: Sequence[str] | None = None,
 ) -> Registrar:
     """Parse a registration bundle's inference config (with the task overlay), load its weights
     and return its ``registrar``.
@@ -87,6 +88,8 @@ def load_bundle_registrar(
         device: overrides the config's ``device``.
         checkpoint: overrides the config's ``checkpoint`` (weights path).
         overrides: further config keys to set before parsing.
+        configs: further overlays of the bundle's ``configs/`` folder read after the task overlay
+            (e.g. ``["variant_unsupervised.json"]``).
 
     Returns:
         the parsed :class:`Registrar`, weights loaded, with extra attributes ``num_parameters``
@@ -99,6 +102,11 @@ def load_bundle_registrar(
 
     bdir = Path(bundle_dir).resolve()
     files = bundle_config_files(bdir, task)
+    for name in configs or ():
+        extra = bdir / "configs" / name
+        if not extra.is_file():
+            raise FileNotFoundError(f"{extra}: no such config overlay in bundle {bdir.name}.")
+        files.append(extra)
     parser = ConfigParser()
     parser.read_config([str(f) for f in files])
     parser["bundle_root"] = str(bdir)

@@ -8,7 +8,9 @@ A method spec is one of:
   ``ants_affine``, ``elastix_bspline``, ``elastix_affine_bspline``, ``convexadam``);
 - a registration bundle found in the bundles folder, optionally with config overrides in
   brackets, ``searchmorph[prealign=none]`` or ``voxelmorph[refine_steps=0;prealign=opt]`` (the
-  stage ablations of a bundle's pipeline); the spec is the method's row name;
+  stage ablations of a bundle's pipeline); ``config=FILE[+FILE]`` reads overlays of the bundle's
+  ``configs/`` folder after the task overlay, ``searchmorph[config=variant_unsupervised.json]``
+  (a variant with list-valued keys, which brackets cannot hold); the spec is the method's row name;
 - ``NAME=module:attr``: an importable ``field_fn(moving, fixed) -> ddf`` or a Registrar.
 
 Bundles are looked up in a folder the caller passes (``bundles_dir``): the library does not
@@ -149,7 +151,9 @@ def build_methods(
                 kw = {"number_of_threads": threads} if name.startswith("elastix") and threads else {}
                 methods[row] = baseline_registrar(name, spatial_dims, size, labels, device, **{**kw, **overrides})
             elif name in bundles:
-                methods[row] = load_bundle_registrar(bundles[name], task=task, device=device, overrides=overrides)
+                configs = overrides.pop("config", None)  # a bundle's own overlay(s), e.g. a variant's weights
+                configs = [c for c in str(configs).split("+") if c] if configs else None
+                methods[row] = load_bundle_registrar(bundles[name], task=task, device=device, overrides=overrides, configs=configs)
                 if methods[row].spatial_dims != spatial_dims:
                     raise ValueError(f"bundle {name} registers {methods[row].spatial_dims}D images, task {task} is {spatial_dims}D.")
             else:
