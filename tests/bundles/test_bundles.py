@@ -123,6 +123,16 @@ def test_own_pair_through_the_cli_runs_the_default_pipeline(bundle, task, tmp_pa
         assert m["time_prealign_ms"] > 0 and m["time_network_ms"] > 0
     if p["refine_steps"] > 0:
         assert m["time_refine_ms"] > 0
+    # the transform for other tools: resampling the moving image with transform.h5 (SimpleITK) is warped.nii.gz
+    sitk = pytest.importorskip("SimpleITK")
+    tx = sitk.ReadTransform(str(out / "transform.h5"))
+    fixed_s = sitk.ReadImage(str(pair["fixed"]), sitk.sitkFloat32)
+    w = sitk.GetArrayFromImage(sitk.Resample(sitk.ReadImage(str(pair["moving"]), sitk.sitkFloat32), fixed_s, tx, sitk.sitkLinear, 0.0))
+    ours = np.asarray(warped.dataobj)
+    ours = ours.transpose(tuple(range(ours.ndim))[::-1]) if str(pair["fixed"]).endswith(".nii.gz") else ours
+    inner = tuple(slice(4, -4) for _ in range(ours.ndim))
+    assert np.corrcoef(w[inner].ravel(), ours[inner].ravel())[0, 1] > 0.99
+    assert (out / "jacobian.nii.gz").is_file() and (out / "warp_ants.nii.gz").is_file() and (out / "affine_ants.mat").is_file()
 
 
 def test_affine_weights_are_one_file_per_task():
