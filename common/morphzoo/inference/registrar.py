@@ -90,6 +90,8 @@ class RegistrationResult:
         theta: ``(N, N + 1)`` the pre-alignment affine in normalised coordinates (fixed -> moving,
             see :mod:`morphzoo.transforms.affine`), ``None`` without a pre-alignment stage; ``ddf``
             already contains it.
+        voxel_map: ``(N + 1, N + 1)`` fixed voxel -> original moving voxel map of the grid change
+            (:func:`~morphzoo.transforms.spatial.reference_to_moving_voxels`) the outputs were sampled with.
     """
 
     warped: np.ndarray
@@ -97,6 +99,7 @@ class RegistrationResult:
     warped_label: np.ndarray | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     theta: np.ndarray | None = None
+    voxel_map: np.ndarray | None = None
 
 
 class _StageClock:
@@ -244,9 +247,10 @@ class Registrar:
         if fixed_label is not None and fixed_label.shape != fixed.shape:
             raise InputError(f"{fixed_label.path}: fixed label shape {fixed_label.shape} differs from fixed image {fixed.shape}.")
 
+        voxel_map = reference_to_moving_voxels(moving, fixed)
         initial_theta = None
         if initial_transform:
-            a_vox = read_initial_transform(initial_transform, moving, fixed, reference_to_moving_voxels(moving, fixed))
+            a_vox = read_initial_transform(initial_transform, moving, fixed, voxel_map)
             initial_theta = theta_from_voxel(torch.as_tensor(a_vox, dtype=torch.float64)[None], fixed.shape).float()
         mov_arr = resample_to_reference(moving, fixed)
         mov_raw = torch.as_tensor(mov_arr, dtype=torch.float32)[None, None].to(self.device)
@@ -275,7 +279,6 @@ class Registrar:
         metrics["mse"] = float(((warped - fix) ** 2).mean())
 
         # outputs: the original moving image/label interpolated once through grid change + field
-        voxel_map = reference_to_moving_voxels(moving, fixed)
         same_grid = np.allclose(voxel_map, np.eye(voxel_map.shape[0]))
         warped_label = None
         if moving_label is not None:
@@ -301,6 +304,7 @@ class Registrar:
             warped_label=warped_label,
             metrics=metrics,
             theta=None if theta is None else theta[0].detach().cpu().numpy(),
+            voxel_map=voxel_map,
         )
 
     # ------------------------------------------------------------------ files
@@ -395,7 +399,8 @@ class Registrar:
             affine_vox = None
             if res.theta is not None:
                 affine_vox = theta_to_voxel(torch.as_tensor(res.theta, dtype=torch.float64)[None], fix.shape)[0].numpy()
-            write_transforms(tmp, res.ddf, mov, fix, reference_to_moving_voxels(mov, fix), affine_vox)
+            voxel_map = res.voxel_map if res.voxel_map is not None else reference_to_moving_voxels(mov, fix)
+            write_transforms(tmp, res.ddf, mov, fix, voxel_map, affine_vox)
             if res.warped_label is not None:
                 write_nifti_like(res.warped_label.astype(np.int16), fix, tmp / "warped_label.nii.gz")
             if fix.kind == "png":
