@@ -347,4 +347,5 @@ def test_own_pair_in_learn2reg_format(tmp_path, synthetic_pair, hippo_img, hippo
     p = synthetic_pair
     reg.register_files(p["moving"], p["fixed"], tmp_path / "plain", learn2reg=True)
     names = {f.name for f in (tmp_path / "plain").iterdir()}
-    assert ("disp.npz" in names) != any(n.startswith("disp_") for n in names)
+    assert "disp.npz" in names and not any(n.startswith("disp_") for n in names)  # moving/fixed.nii.gz hold no number
+    np.testing.assert_array_equal(np.load(tmp_path / "plain" / "disp.npz")["arr_0"][..., 2], 1.5)
