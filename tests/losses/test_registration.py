@@ -222,3 +222,48 @@ def test_zero_scale_weight_skips_that_scale_and_labels_count_at_coarse_scales(sm
     shifted = torch.roll(lab, 2, dims=2)
     coarse_only([f_full, zero_half], torch.cat([mov, mov, shifted, lab], dim=1))
     assert coarse_only.last_terms["label_dice"] > 0.2
+
+
+# ---------------------------------------------------------------- FMIRNet's loss: MSE + β(1 − SSIM), summed gradient penalty
+@pytest.mark.parametrize("dims,shape", [(2, (3, 2, 40, 33)), (3, (2, 1, 14, 17, 12))])
+def test_separable_ssim_equals_monai_ssim_loss(dims, shape):
+    from monai.losses import SSIMLoss
+
+    from morphzoo.losses import SeparableSSIMLoss
+
+    g = torch.Generator().manual_seed(dims)
+    a = torch.rand(shape, generator=g)
+    b = 0.6 * a + 0.4 * torch.rand(shape, generator=g)
+    ours, monai = SeparableSSIMLoss(dims)(a, b), SSIMLoss(dims, data_range=1.0)(a, b)
+    assert float(ours) == pytest.approx(float(monai), abs=1e-5)
+    assert float(SeparableSSIMLoss(dims)(a, a)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="same shape"):
+        SeparableSSIMLoss(dims)(a, b[:1])
+
+
+def test_weighted_sum_image_loss_from_its_name():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 1, 24, 24, generator=g), torch.rand(2, 1, 24, 24, generator=g)
+    mse, ssim = float(make_image_loss("mse", 2)(a, b)), float(make_image_loss("ssim", 2)(a, b))
+    assert float(make_image_loss("mse+0.1*ssim", 2)(a, b)) == pytest.approx(mse + 0.1 * ssim, rel=1e-6)
+    assert float(make_image_loss("MSE + ssim", 2)(a, b)) == pytest.approx(mse + ssim, rel=1e-6)
+    assert float(make_image_loss("2*mse", 2)(a, b)) == pytest.approx(2 * mse, rel=1e-6)
+    with pytest.raises(ValueError, match="'x' of term 'x\\*ssim' is not a number"):
+        make_image_loss("mse+x*ssim", 2)
+    with pytest.raises(ValueError, match="unknown image loss 'ncx'"):
+        make_image_loss("mse+ncx", 2)
+
+
+def test_summed_diffusion_is_the_mean_times_components_and_interior_voxels_per_sample():
+    """A linear field D_c(x) = Σ_j a_cj x_j has central-difference gradient a everywhere: the summed
+    penalty of one sample is N' · Σ_cj a_cj², N' the interior voxels; a batch averages samples."""
+    a = torch.tensor([[0.3, -0.2], [0.1, 0.5]])
+    yy, xx = torch.meshgrid(torch.arange(9.0), torch.arange(11.0), indexing="ij")
+    ddf = torch.stack([a[c, 0] * yy + a[c, 1] * xx for c in range(2)])[None]
+    expected = 7 * 9 * float((a**2).sum())
+    assert float(make_regularizer("diffusion_sum")(ddf)) == pytest.approx(expected, rel=1e-5)
+    assert float(make_regularizer("diffusion_sum")(torch.cat([ddf, 3 * ddf]))) == pytest.approx(5 * expected, rel=1e-5)
+    assert float(make_regularizer("diffusion")(ddf)) == pytest.approx(expected / (2 * 7 * 9), rel=1e-5)
+    assert float(make_regularizer("bending_sum")(ddf)) == pytest.approx(0.0, abs=1e-6)  # linear: no bending
+    with pytest.raises(ValueError, match="diffusion_sum"):
+        make_regularizer("diffusion_mean")

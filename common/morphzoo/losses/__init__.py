@@ -2,7 +2,10 @@
 from morphzoo.losses.registration import (
     GlobalNCCLoss,
     RegistrationLoss,
+    SeparableSSIMLoss,
+    PerSampleSum,
     TotalVariationLoss,
+    WeightedSumLoss,
     make_image_loss,
     make_regularizer,
     split_targets,

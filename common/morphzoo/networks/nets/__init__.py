@@ -6,3 +6,4 @@ from morphzoo.networks.nets.ghost_sc_unet import GhostSCBlock, GhostSCUNet
 from morphzoo.networks.nets.searchmorph import SearchMorph, SearchMorphEncoder
 from morphzoo.networks.nets.affine_net import AffineNet
 from morphzoo.networks.nets.cascade_fcn import CascadeFCN, MiniFCN
+from morphzoo.networks.nets.fmirnet import FMIRNet, ResUNet
