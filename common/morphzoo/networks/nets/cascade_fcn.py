@@ -20,7 +20,7 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv
 
 from morphzoo.networks.blocks.warp import warp_image
-from morphzoo.networks.nets.fcn_deep_selfsup import resize_displacement
+from morphzoo.networks.nets.fcn_deep_selfsup import avg_pool_by, resize_displacement
 
 __all__ = ["CascadeFCN", "MiniFCN"]
 
@@ -144,13 +144,6 @@ class CascadeFCN(nn.Module):
         for stage in self.stages:
             stage.init_flow()
 
-    def _pool(self, x: torch.Tensor, factor: int) -> torch.Tensor:
-        if factor == 1:
-            return x
-        if self.spatial_dims == 3:
-            return F.avg_pool3d(x, kernel_size=factor, stride=factor)
-        return F.avg_pool2d(x, kernel_size=factor, stride=factor)
-
     def forward(
         self, concatenated_pairs: torch.Tensor, return_all: Optional[bool] = None
     ) -> Union[torch.Tensor, List[torch.Tensor]]:
@@ -184,7 +177,7 @@ class CascadeFCN(nn.Module):
                 if k > 0:
                     prev = resize_displacement(field, grid)
                     mov = warp_image(moving, resize_displacement(field, size))
-                field = stage(torch.cat([self._pool(mov, factor), self._pool(fixed, factor)], dim=1))
+                field = stage(torch.cat([avg_pool_by(mov, factor), avg_pool_by(fixed, factor)], dim=1))
                 if k > 0:
                     field = field + prev
                 fields.append(field)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv, Pool
 
-__all__ = ["FCNDeepSelfSup", "FCN_ARCHITECTURES", "resize_displacement"]
+__all__ = ["FCNDeepSelfSup", "FCN_ARCHITECTURES", "avg_pool_by", "resize_displacement"]
 
 FCN_ARCHITECTURES = ("multires", "no_pooling", "coarse")
 
@@ -38,6 +38,16 @@ def resize_displacement(field: torch.Tensor, size: List[int]) -> torch.Tensor:
     scales: List[float] = [float(size[k]) / float(src[k]) for k in range(len(size))]
     scale = torch.tensor(scales, dtype=field.dtype, device=field.device)
     return out * scale.view([1, len(size)] + [1] * len(size))
+
+
+def avg_pool_by(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average-pool ``(B, C, *S)`` by ``factor`` along every spatial axis (a level of an image
+    pyramid; the identity for ``factor == 1``). TorchScript-compatible; 2D or 3D from ``x.ndim``."""
+    if factor == 1:
+        return x
+    if x.ndim == 5:
+        return F.avg_pool3d(x, kernel_size=factor, stride=factor)
+    return F.avg_pool2d(x, kernel_size=factor, stride=factor)
 
 
 class FCNDeepSelfSup(nn.Module):

@@ -19,7 +19,7 @@ from monai.networks.blocks.segresnet_block import ResBlock
 from monai.networks.layers.factories import Conv
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 
-from morphzoo.networks.nets.fcn_deep_selfsup import resize_displacement
+from morphzoo.networks.nets.fcn_deep_selfsup import avg_pool_by, resize_displacement
 
 __all__ = ["FMIRNet", "ResUNet"]
 
@@ -186,13 +186,6 @@ class FMIRNet(nn.Module):
         nn.init.zeros_(self.attention.weight)
         nn.init.zeros_(self.attention.bias)
 
-    def _pool(self, x: torch.Tensor, factor: int) -> torch.Tensor:
-        if factor == 1:
-            return x
-        if self.spatial_dims == 3:
-            return F.avg_pool3d(x, kernel_size=factor, stride=factor)
-        return F.avg_pool2d(x, kernel_size=factor, stride=factor)
-
     def scale_fields(self, concatenated_pairs: torch.Tensor) -> List[torch.Tensor]:
         """The per-scale fields ``[Φ1, Φ2, ...]``, each on its own grid, in voxels of that grid."""
         x = concatenated_pairs
@@ -205,7 +198,7 @@ class FMIRNet(nn.Module):
                 raise ValueError("spatial size " + str(x.shape[2:]) + " must be divisible by " + str(self.size_multiple) + ".")
         fields: List[torch.Tensor] = []
         for k, factor in enumerate(self.factors):
-            feats = self.backbone(self._pool(x, factor))
+            feats = self.backbone(avg_pool_by(x, factor))
             head_index = k if self.separate_heads else 0
             for j, head in enumerate(self.heads):
                 if j == head_index:
