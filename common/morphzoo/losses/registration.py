@@ -13,7 +13,6 @@ from monai.losses import (
     DiffusionLoss,
     GlobalMutualInformationLoss,
     LocalNormalizedCrossCorrelationLoss,
-    SSIMLoss,
 )
 from monai.networks.blocks import Warp
 
