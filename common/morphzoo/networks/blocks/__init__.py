@@ -6,3 +6,4 @@ from morphzoo.networks.blocks.correlation import CORRELATION_MODES, CorrelationS
 from morphzoo.networks.blocks.field_update import ConvGRU, FieldUpdateBlock, MotionEncoder
 from morphzoo.networks.blocks.field_upsample import UPSAMPLE_MODES, ConvexUpsample, convex_mask_channels, linear_upsample2
 from morphzoo.networks.blocks.warp import warp_image
+from morphzoo.networks.blocks.padding import crop_to_size, pad_to_multiple

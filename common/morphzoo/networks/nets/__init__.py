@@ -7,3 +7,4 @@ from morphzoo.networks.nets.searchmorph import SearchMorph, SearchMorphEncoder
 from morphzoo.networks.nets.affine_net import AffineNet
 from morphzoo.networks.nets.cascade_fcn import CascadeFCN, MiniFCN
 from morphzoo.networks.nets.fmirnet import FMIRNet, ResUNet
+from morphzoo.networks.nets.fcn_seg import FCNSegmenter

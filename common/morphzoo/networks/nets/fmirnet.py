@@ -19,6 +19,7 @@ from monai.networks.blocks.segresnet_block import ResBlock
 from monai.networks.layers.factories import Conv
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 
+from morphzoo.networks.blocks.padding import crop_to_size, pad_to_multiple
 from morphzoo.networks.nets.fcn_deep_selfsup import avg_pool_by, resize_displacement
 
 __all__ = ["FMIRNet", "ResUNet"]
@@ -78,16 +79,7 @@ class ResUNet(nn.Module):
         self.out_channels = channels[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size: List[int] = [int(s) for s in x.shape[2:]]
-        pad: List[int] = []
-        for s in size[::-1]:  # F.pad order: last axis first
-            pad += [0, (-s) % self.multiple]
-        padded = False
-        for p in pad:
-            if p > 0:
-                padded = True
-        if padded:
-            x = F.pad(x, pad, mode="replicate")
+        x, size, padded = pad_to_multiple(x, self.multiple)
         skips: List[torch.Tensor] = []
         for level in self.down:
             x = level(x)
@@ -100,10 +92,7 @@ class ResUNet(nn.Module):
             x = level(torch.cat([x, skip], dim=1))
         x = self.out_act(self.out_norm(x))
         if padded:
-            if self.spatial_dims == 3:
-                x = x[:, :, : size[0], : size[1], : size[2]]
-            else:
-                x = x[:, :, : size[0], : size[1]]
+            x = crop_to_size(x, size)
         return x
 
 
