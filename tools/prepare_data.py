@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 logger = logging.getLogger("prepare_data")
 
-_DATASET = {"hippocampus3d": "hippocampus", "hippocampus2d": "hippocampus", "hc18_reg2d": "hc18", "hc18_seg": "hc18"}
+_DATASET = {"hippocampus3d": "hippocampus", "hippocampus2d": "hippocampus", "hc18_reg2d": "hc18", "hc18_seg": "hc18", "hippocampus_fewlabel": "hippocampus"}
 _DOWNLOAD = {"hippocampus": download_msd_hippocampus, "hc18": download_hc18}
 
 

@@ -59,9 +59,10 @@ def test_paths_relative_and_existing(task: str, fresh: dict[str, dict]) -> None:
 def test_subjects_never_in_two_splits(task: str, fresh: dict[str, dict]) -> None:
     dl = fresh[task]
     subjects = {}
-    for split in ("training", "validation") + (("test",) if task == "hc18_seg" else ()):
+    image_tests = task in ("hc18_seg", "hippocampus_fewlabel")
+    for split in ("training", "validation") + (("test",) if image_tests else ()):
         subjects[split] = {it["subject"] for it in dl[split]}
-    if task != "hc18_seg":
+    if not image_tests:
         subjects["test"] = {s for p in dl["test"] for s in (p["moving_subject"], p["fixed_subject"])}
     names = list(subjects)
     for i, a in enumerate(names):
@@ -82,6 +83,17 @@ def test_split_sizes_per_task(fresh: dict[str, dict]) -> None:
         names = {Path(it["image"]).name for it in seg[split]}
         assert ("010_HC.png" in names) == ("010_2HC.png" in names)
     assert fresh["hc18_reg2d"]["training"] == seg["training"]
+    few, vol = fresh["hippocampus_fewlabel"], fresh["hippocampus3d"]
+    assert [len(few[k]) for k in ("training", "validation", "test")] == [176, 22, 22]
+    assert {it["subject"] for it in few["test"]} == {s for p in vol["test"] for s in (p["moving_subject"], p["fixed_subject"])}
+
+
+def test_fewlabel_only_the_middle_slice_is_labelled(fresh: dict[str, dict]) -> None:
+    """Training volumes name their one readable slice; validation/test volumes are scored whole."""
+    few = fresh["hippocampus_fewlabel"]
+    assert all(it["labelled_axis"] == 0 and it["labelled_slice"] == 32 for it in few["training"])
+    assert not any("labelled_slice" in it for it in few["validation"] + few["test"])
+    assert [it["subject"] for it in few["training"]] == [it["subject"] for it in fresh["hippocampus3d"]["training"]]
 
 
 @pytest.mark.parametrize("task", REG_TASKS)

@@ -14,7 +14,9 @@ Format (MONAI-style keys)::
      "validation_pairs": [<= 20 fixed ordered pairs of validation subjects],
      "atlas": subject item, "atlas_test_pairs": [every test subject (moving) -> atlas (fixed)]}
 
-``hc18_seg`` has image items in training/validation/test and no pairs. Pairs follow
+``hc18_seg`` and ``hippocampus_fewlabel`` have image items in training/validation/test and no pairs;
+``hippocampus_fewlabel``'s training items carry ``labelled_axis`` and ``labelled_slice`` (the one slice
+whose label training may read). Pairs follow
 :func:`morphzoo.data.splits.fixed_test_pairs` (seed 0); subjects follow
 :func:`morphzoo.data.splits.split_subjects` (seed 0, 80/10/10).
 
@@ -52,6 +54,7 @@ __all__ = [
     "N_TEST_PAIRS",
     "N_VALIDATION_PAIRS",
     "HIPPOCAMPUS2D_SLICE",
+    "FEWLABEL_SLICE",
     "PATH_KEYS",
     "IMAGE_SUFFIXES",
     "build_datalist",
@@ -64,11 +67,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TASKS: tuple[str, ...] = ("hippocampus3d", "hippocampus2d", "hc18_reg2d", "hc18_seg")
+TASKS: tuple[str, ...] = ("hippocampus3d", "hippocampus2d", "hc18_reg2d", "hc18_seg", "hippocampus_fewlabel")
 SPLIT_SEED = 0
 N_TEST_PAIRS = 100
 N_VALIDATION_PAIRS = 20
 HIPPOCAMPUS2D_SLICE: dict[str, int] = {"slice_axis": 0, "slice_index": 32}
+FEWLABEL_SLICE: dict[str, int] = {"labelled_axis": 0, "labelled_slice": 32}  # not slice_axis: loaders would cut the volume
 PATH_KEYS: tuple[str, ...] = ("image", "label", "moving", "fixed", "moving_label", "fixed_label")
 IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".mha", ".nrrd")
 
@@ -77,6 +81,7 @@ _DATASET_DIR = {
     "hippocampus2d": "hippocampus",
     "hc18_reg2d": "hc18",
     "hc18_seg": "hc18",
+    "hippocampus_fewlabel": "hippocampus",
 }
 
 
@@ -173,6 +178,9 @@ _DESCRIPTIONS = {
     "hc18_reg2d": "HC18 fetal head ultrasound (training set): inter-subject 2D registration of head images, "
     "resized to 160x240 (H x W) by the bundles",
     "hc18_seg": "HC18 fetal head ultrasound (training set): head segmentation, all images of each subject",
+    "hippocampus_fewlabel": "MSD Task04 hippocampus MRI, 64^3 volumes as stacks of 2D slices along array axis 0: "
+    "segmentation from few annotations. Only the middle slice (labelled_slice 32) of each training volume may be "
+    "read as labelled; validation and test volumes are fully labelled and scored on every slice",
 }
 
 
@@ -180,7 +188,7 @@ def build_datalist(task: str, root: str | Path | None = None) -> dict:
     """Build the datalist of a benchmark task, exactly per ``benchmarks.md``.
 
     Args:
-        task: one of :data:`TASKS` (``hippocampus3d``, ``hippocampus2d``, ``hc18_reg2d``, ``hc18_seg``).
+        task: one of :data:`TASKS` (``hippocampus3d``, ``hippocampus2d``, ``hc18_reg2d``, ``hc18_seg``, ``hippocampus_fewlabel``).
         root: data root holding ``hippocampus/`` and/or ``hc18/``; default :func:`morphzoo.paths.data_root`.
             Paths in the result are relative to it.
 
@@ -216,6 +224,10 @@ def build_datalist(task: str, root: str | Path | None = None) -> dict:
         "validation": images_of(split["val"]),
     }
     if task == "hc18_seg":
+        out["test"] = images_of(split["test"])
+        return out
+    if task == "hippocampus_fewlabel":
+        out["training"] = [{**it, **FEWLABEL_SLICE} for it in out["training"]]
         out["test"] = images_of(split["test"])
         return out
 
