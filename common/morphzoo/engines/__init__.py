@@ -1,6 +1,7 @@
 """Engines: glue between MorphZoo registration losses/networks and MONAI's ignite engines."""
 
-from morphzoo.engines.checkpoint import ResumableCheckpoint
+from morphzoo.engines.checkpoint import ResumableCheckpoint, save_state_atomic
 from morphzoo.engines.freeze import FreezeParameters
 from morphzoo.engines.logs import TrainingLog
+from morphzoo.engines.joint import JointRegSegLoss, JointRegSegTrainer
 from morphzoo.engines.registration import AffineInferer, RegistrationInferer, RegistrationPrepareBatch, WarpLabelsd, one_hot_labels

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,9 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
-__all__ = ["ResumableCheckpoint"]
+from morphzoo.transforms.io import atomic_path
+
+__all__ = ["ResumableCheckpoint", "save_state_atomic"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +63,16 @@ class ResumableCheckpoint:
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
             return
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        state = {k: v.state_dict() for k, v in self.save_dict.items()}
-        fd, tmp = tempfile.mkstemp(prefix=".last-", suffix=".pt", dir=self.ckpt_dir)
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        save_state_atomic({k: v.state_dict() for k, v in self.save_dict.items()}, self.path)
+
+
+def save_state_atomic(state: Any, path: str | Path) -> Path:
+    """``torch.save(state, path)`` through a temporary file and a rename, so a reader never sees
+    half a file; a module is saved as its ``state_dict``. Returns the path."""
+    path = Path(path)
+    if isinstance(state, torch.nn.Module):
+        state = state.state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+    return path

@@ -8,6 +8,7 @@ Bad input raises :class:`InputError` naming the file and the problem; nothing is
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
@@ -15,7 +16,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -28,6 +29,7 @@ __all__ = [
     "read_label",
     "write_nifti_like",
     "write_png",
+    "atomic_path",
     "atomic_output_dir",
     "check_outputs_free",
     "NIFTI_SUFFIXES",
@@ -237,6 +239,21 @@ def _vector_nifti_array(array: np.ndarray, spatial_dims: int) -> np.ndarray:
     return moved.reshape(shape)
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
+    """A temporary file name next to ``path`` (same folder, same ``suffix``) for a writer; on a clean
+    exit it replaces ``path`` in one rename, on an error it is removed and ``path`` is untouched."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_nifti_like(array: np.ndarray, reference: ImageRecord, path: str | os.PathLike, *, vector: bool = False) -> Path:
     """Write ``array`` in the reference image's grid and header, atomically.
 
@@ -271,14 +288,8 @@ def write_nifti_like(array: np.ndarray, reference: ImageRecord, path: str | os.P
         img.header.set_intent("vector")
     else:
         img.header.set_intent("none")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nii.gz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".nii.gz") as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -292,14 +303,8 @@ def write_png(array: np.ndarray, path: str | os.PathLike) -> Path:
         raise ValueError(f"write_png expects a 2D array, got shape {arr.shape}.")
     lo, hi = float(arr.min()), float(arr.max())
     scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
