@@ -209,10 +209,10 @@ class BundleChecks:
 
     @staticmethod
     def assert_short_training(proc: subprocess.CompletedProcess, out: Path, models_dir: Path, model_file: str,
-                              iterations: int = 2) -> dict:
+                              iterations: int = 2, state_keys: tuple[str, ...] = ("network", "optimizer", "trainer")) -> dict:
         """A short ``train.json`` run logged one finite loss per iteration, a validation Dice in
         [0, 1] in ``training_log.jsonl``, the best model to ``models_dir/model_file`` and a resumable
-        ``checkpoints/last.pt`` at ``iterations``; returns that checkpoint."""
+        ``checkpoints/last.pt`` holding ``state_keys`` at ``iterations``; returns that checkpoint."""
         import json
         import re
 
@@ -226,7 +226,7 @@ class BundleChecks:
         assert val and 0.0 <= val[-1]["val_mean_dice"] <= 1.0
         assert (models_dir / model_file).is_file(), f"{models_dir / model_file} was not written"
         ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-        assert set(ckpt) >= {"network", "optimizer", "trainer"} and ckpt["trainer"]["iteration"] == iterations
+        assert set(ckpt) >= set(state_keys) and ckpt["trainer"]["iteration"] == iterations
         ckpt["losses"] = losses
         return ckpt
 

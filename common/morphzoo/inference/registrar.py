@@ -411,13 +411,19 @@ class Registrar:
         logger.info("registered %s -> %s in %.1f ms; outputs in %s", mov.path, fix.path, res.metrics["time_ms"], output_dir)
 
 
-def load_weights(network: nn.Module, path: str | Path, device: str | torch.device | None = None) -> nn.Module:
-    """Load a plain state dict (``models/model.pt``) into ``network``, with a clear error if it is missing."""
+def load_weights(
+    network: nn.Module,
+    path: str | Path,
+    device: str | torch.device | None = None,
+    what: str = "model weights",
+    hint: str = "Train the bundle first (configs/train.json) or pass --checkpoint PATH.",
+) -> nn.Module:
+    """Load a plain state dict (``models/model.pt``) into ``network``, with a clear error if it is missing.
+
+    ``what`` and ``hint`` word the error (e.g. a joint training's registration weights)."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(
-            f"{p}: model weights not found. Train the bundle first (configs/train.json) or pass --checkpoint PATH."
-        )
+        raise FileNotFoundError(f"{p}: {what} not found. {hint}")
     state = torch.load(p, map_location=device or "cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]

@@ -24,7 +24,7 @@ from monai.inferers import Inferer, SimpleInferer
 from morphzoo.data.labels import clean_label
 from morphzoo.inference.registrar import sync_device
 from morphzoo.metrics.ellipse import fit_ellipse
-from morphzoo.metrics.labels import segmentation_scores
+from morphzoo.metrics.labels import label_overlap_and_distance, segmentation_scores
 from morphzoo.transforms.subjects import resolve_path
 from morphzoo.transforms.io import (
     ImageRecord,
@@ -37,7 +37,7 @@ from morphzoo.transforms.io import (
     write_png,
 )
 
-__all__ = ["Segmenter", "SegmentationResult", "SegmentationRunner", "evaluate_segmentation", "SEGMENTATION_METRICS"]
+__all__ = ["Segmenter", "SegmentationResult", "SegmentationRunner", "evaluate_segmentation", "segmentation_metrics", "SEGMENTATION_METRICS"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +45,27 @@ SEGMENTATION_METRICS = ("dice", "iou", "precision", "recall", "rmse", "hd95", "a
 OUTPUT_NAMES = ("mask.nii.gz", "overlay.png", "result.json")
 
 
+def segmentation_metrics(labels: Sequence[int] = (0, 1)) -> tuple[str, ...]:
+    """Metric names :func:`evaluate_segmentation` reports: :data:`SEGMENTATION_METRICS` for a
+    binary task; for more labels, Dice (mean and per label), HD, HD95 and ASSD (means over the
+    labels, mm) and the time."""
+    fg = [int(v) for v in labels if int(v) != 0]
+    if len(fg) <= 1:
+        return SEGMENTATION_METRICS
+    return ("dice", *[f"dice_{v}" for v in fg], "hd", "hd95", "assd", "time_ms")
+
+
 class SegmentationResult(dict):
-    """``prob`` (foreground probability, original grid), ``mask``, ``ellipse``, ``hc``, ``time_ms``."""
+    """``prob`` (foreground probability, original grid), ``mask`` (label map: 0/1, or 0..C-1 for a
+    multi-class network), ``ellipse``, ``hc``, ``time_ms``."""
 
 
 class Segmenter:
     """Segment a 2D/3D image with a bundle's network and transforms, in the image's original grid.
+
+    A two-class network gives a binary mask (foreground probability >= 0.5) and, in 2D, a fitted
+    ellipse and its circumference; a network with more classes gives the argmax label map
+    (labels ``0..C-1``) and ``prob`` = 1 - P(background).
 
     Args:
         network: image -> logits ``(B, num_classes, *S)``.
@@ -60,8 +75,10 @@ class Segmenter:
             as per-class probabilities in the original grid (softmax + ``Invertd``).
         inferer: MONAI inferer (default :class:`monai.inferers.SimpleInferer`).
         device: torch device.
-        spatial_dims: 2 or 3; inputs of another dimensionality are rejected.
-        foreground: class channel whose probability is the foreground map.
+        spatial_dims: 2 or 3; inputs of another dimensionality are rejected. ``None`` accepts both
+            (a 2D network run slice by slice on volumes, e.g. with
+            :class:`morphzoo.inference.SliceWiseInferer`).
+        foreground: class channel whose probability is the foreground map (two-class networks).
     """
 
     def __init__(
@@ -71,7 +88,7 @@ class Segmenter:
         postprocessing: Callable,
         inferer: Inferer | None = None,
         device: str | torch.device | None = None,
-        spatial_dims: int = 2,
+        spatial_dims: int | None = 2,
         foreground: int = 1,
     ) -> None:
         self.network = network
@@ -91,7 +108,7 @@ class Segmenter:
 
     @torch.no_grad()
     def predict(self, path: str | Path) -> tuple[np.ndarray, float]:
-        """Foreground probability ``(*S)`` in the image's original grid, and the time in ms."""
+        """Class probabilities ``(C, *S)`` in the image's original grid, and the time in ms."""
         self.network.eval()
         self._sync()
         t0 = time.perf_counter()
@@ -101,10 +118,10 @@ class Segmenter:
         logits = self.inferer(batch, self.network)
         data["pred"] = decollate_batch(logits)[0]
         data = self.postprocessing(data)
-        prob = data["pred"][self.foreground]
+        probs = data["pred"]
         self._sync()
         ms = (time.perf_counter() - t0) * 1000.0
-        return np.asarray(prob.detach().cpu().float().numpy()), ms
+        return np.asarray(torch.as_tensor(probs).detach().cpu().float().numpy()), ms
 
     def segment(self, path: str | Path, spacing: Sequence[float] | None = None) -> tuple[SegmentationResult, ImageRecord]:
         """Validate and segment one image; fit the ellipse and the circumference on 2D masks.
@@ -117,12 +134,17 @@ class Segmenter:
             InputError: missing/corrupt file, wrong dimensionality, several channels, NaN/Inf.
         """
         rec = read_image(path, spatial_dims=self.spatial_dims, spacing=spacing, what="image")
-        prob, ms = self.predict(rec.path)
-        if prob.shape != rec.array.shape:
-            raise RuntimeError(f"{rec.path}: prediction of shape {prob.shape} is not in the image grid {rec.array.shape}.")
-        mask = (prob >= 0.5).astype(np.uint8)
+        probs, ms = self.predict(rec.path)
+        if probs.shape[1:] != rec.array.shape:
+            raise RuntimeError(f"{rec.path}: prediction of shape {probs.shape[1:]} is not in the image grid {rec.array.shape}.")
+        if probs.shape[0] > 2:
+            mask = np.argmax(probs, axis=0).astype(np.uint8)
+            prob = 1.0 - probs[0]
+        else:
+            prob = probs[self.foreground]
+            mask = (prob >= 0.5).astype(np.uint8)
         res = SegmentationResult(prob=prob, mask=mask, time_ms=ms, ellipse=None, hc=float("nan"))
-        if self.spatial_dims == 2:
+        if rec.array.ndim == 2 and probs.shape[0] == 2:
             fit = fit_ellipse(mask, rec.spacing)
             if fit is not None:
                 res["ellipse"], res["hc"] = fit
@@ -138,7 +160,8 @@ class Segmenter:
         meta = {
             "image": str(rec.path),
             "mask": "mask.nii.gz",
-            "foreground_pixels": int(res["mask"].sum()),
+            "foreground_pixels": int((res["mask"] > 0).sum()),
+            "label_voxels": {str(v): int((res["mask"] == v).sum()) for v in np.unique(res["mask"]) if v > 0},
             "head_circumference": None if math.isnan(res["hc"]) else round(float(res["hc"]), 3),
             "head_circumference_unit": unit,
             "ellipse_px": None if ell is None else dict(ell._asdict()),
@@ -149,7 +172,8 @@ class Segmenter:
         with atomic_output_dir(output_dir) as tmp:
             write_nifti_like(res["mask"].astype(np.uint8), rec, tmp / "mask.nii.gz")
             if rec.kind == "png":
-                write_png(res["mask"].astype(np.float32) * 255.0, tmp / "mask.png")
+                scale = 255.0 if res["mask"].max() <= 1 else 1.0  # binary: 0/255; label maps keep their values
+                write_png(res["mask"].astype(np.float32) * scale, tmp / "mask.png")
             title = "mask" if ell is None else f"HC {res['hc']:.1f} {unit}"
             overlay_mask(rec.array, res["mask"], tmp / "overlay.png", extra=None if ell is None else tuple(ell), title=title)
             (tmp / "result.json").write_text(json.dumps(meta, indent=2))
@@ -178,8 +202,11 @@ def evaluate_segmentation(
 
     Writes ``images.csv`` (one row per image and method), ``summary.json``/``summary.md`` (mean ±
     std, median ms, parameters) and overlays for the first ``num_figures`` images. Distances are
-    in mm with the item's ``pixel_size_mm`` (HC18); ``hc_abs_error_mm`` compares the fitted
-    ellipse's circumference with the item's ``hc_mm``.
+    in mm with the item's ``pixel_size_mm`` (HC18) or the image header; ``hc_abs_error_mm``
+    compares the fitted ellipse's circumference with the item's ``hc_mm``. With more than one
+    foreground label (e.g. ``hippocampus_fewlabel``: 1 anterior, 2 posterior) the scores are
+    :func:`morphzoo.metrics.label_overlap_and_distance` of the label map over every voxel of the
+    volume (every slice), see :func:`segmentation_metrics`.
     """
     from tqdm.auto import tqdm
 
@@ -189,6 +216,9 @@ def evaluate_segmentation(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = list(items)[: num_images or None]
+    foreground = [int(v) for v in labels if int(v) != 0]
+    multilabel = len(foreground) > 1
+    metrics = segmentation_metrics(labels)
     rows: list[dict[str, Any]] = []
     for k, item in enumerate(tqdm(items, desc="images", disable=not progress)):
         name = _item_name(item, k)
@@ -204,25 +234,28 @@ def evaluate_segmentation(
             row: dict[str, Any] = {"method": method, "image": name}
             try:
                 res, rec = seg.segment(resolve_path(item["image"], root), spacing=spacing)
-                row.update(segmentation_scores(res["prob"], ref_arr, spacing=rec.spacing))
+                if multilabel:
+                    row.update(label_overlap_and_distance(res["mask"], ref_arr, foreground, spacing=rec.spacing))
+                else:
+                    row.update(segmentation_scores(res["prob"], ref_arr, spacing=rec.spacing))
                 row["time_ms"] = res["time_ms"]
                 row["hc_mm"] = res["hc"]
                 if item.get("hc_mm") is not None and px is not None:
                     row["hc_abs_error_mm"] = abs(res["hc"] - float(item["hc_mm"]))
                 if k < num_figures:
                     ell = res["ellipse"]
+                    hc = "" if multilabel else f", HC {res['hc']:.1f} mm"
                     overlay_mask(rec.array, res["mask"], out / "figures" / f"{name}_{method}.png",
-                                 extra=None if ell is None else tuple(ell),
-                                 title=f"{method}: Dice {row['dice']:.3f}, HC {res['hc']:.1f} mm")
+                                 extra=None if ell is None else tuple(ell), title=f"{method}: Dice {row['dice']:.3f}{hc}")
             except Exception as e:
                 logger.exception("%s failed on %s", method, name)
                 row["error"] = f"{type(e).__name__}: {e}"
             rows.append(row)
     write_pairs_csv(rows, out / "images.csv")
     params = {m: s.num_parameters for m, s in methods.items()}
-    summary = summarize(rows, SEGMENTATION_METRICS, parameters=params)
+    summary = summarize(rows, metrics, parameters=params)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
-    write_text_atomic(out / "summary.md", summary_markdown(summary, SEGMENTATION_METRICS, unit="image"))
+    write_text_atomic(out / "summary.md", summary_markdown(summary, metrics, unit="image"))
     return summary
 
 
@@ -259,7 +292,7 @@ class SegmentationRunner:
         self.num_images = num_images
 
     def _one(self, path: str | Path, px: float | None, out: Path) -> dict[str, Any]:
-        spacing = None if px is None else (px,) * self.segmenter.spatial_dims
+        spacing = None if px is None else (px,) * (self.segmenter.spatial_dims or 2)  # px: PNG pixels
         if not Path(path).exists():
             raise InputError(f"{path}: image file does not exist.")
         res, rec = self.segmenter.segment(path, spacing=spacing)
