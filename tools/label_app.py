@@ -11,7 +11,7 @@ pointing at this checkout's ``common/`` (rewritten on every call, so a moved che
 its requirements are installed, the package is not copied).
 
 ``start`` runs ``monailabel start_server --app tools/monailabel_app --studies DIR --conf models
-fetal_us_seg,atlas_registration`` with that venv's interpreter; extra ``--conf KEY VALUE`` pairs
+fetal_us_seg,atlas_registration,fmirnet_joint_seg`` with that venv's interpreter; extra ``--conf KEY VALUE`` pairs
 are passed on (e.g. ``--conf atlas_image PATH --conf atlas_label PATH``, see
 ``tools/monailabel_app/README.md``). Without ``--venv`` the venv lives in
 ``$MORPHZOO_VENV_ROOT`` or ``~/.cache/morphzoo/venvs/<hash>``.
@@ -33,7 +33,7 @@ from venv_cache import DEFAULT_VENV_ROOT, clean_env, ensure_venv, venv_python  #
 
 REPO = Path(__file__).resolve().parents[1]
 APP_DIR = REPO / "tools" / "monailabel_app"
-DEFAULT_MODELS = "fetal_us_seg,atlas_registration"
+DEFAULT_MODELS = "fetal_us_seg,atlas_registration,fmirnet_joint_seg"
 PTH_NAME = "morphzoo_checkout.pth"
 # monailabel 0.8.5 requires sam2 (only its SAM2 tasks import it), published as an sdist whose build
 # requires torch: in pip's isolated build environment that downloads the newest torch (several GB)

@@ -5,9 +5,13 @@ first build downloads several GB, see ``tools/monailabel_app/README.md``), serve
 folder of real HC18 test images (PNG, with final labels for training) from a copy of the app on a
 free local port, and checks over HTTP:
 
-- ``GET /info/`` lists ``fetal_us_seg`` and ``atlas_registration`` with the label ``head`` = 1;
+- ``GET /info/`` lists ``fetal_us_seg`` and ``atlas_registration`` with the label ``head`` = 1, and
+  ``fmirnet_joint_seg`` with the two hippocampus labels;
 - ``POST /infer/fetal_us_seg`` returns, in the image's grid, the mask that the bundle's own
   ``python -m monai.bundle run`` writes (Dice >= 0.99);
+- ``POST /infer/fmirnet_joint_seg`` on a 3D hippocampus MRI volume (NIfTI) in the same studies
+  folder returns, in the volume's grid and header, the label map (0/1/2) that the bundle's own
+  ``python -m monai.bundle run`` writes;
 - ``POST /infer/atlas_registration`` returns the atlas label warped by the registration bundle, as
   ``morphzoo.inference.Registrar`` computes it in this process (Dice >= 0.99), and its Dice with the
   ground truth reaches the measured floor;
@@ -44,9 +48,12 @@ import pytest
 from tests.conftest import REPO, load_tool
 
 SEG_BUNDLE = REPO / "bundles" / "fetal_us_seg"
+FEWLABEL_BUNDLE = REPO / "bundles" / "fmirnet_joint_seg"
+HIPPOCAMPUS_LABELS = {"anterior hippocampus": 1, "posterior hippocampus": 2}
 REG_BUNDLE = REPO / "bundles" / "dense_eca_unet"
 REG_TASK = "hc18_reg2d"
 N_STUDIES = 4  # labelled images in the datastore (training uses them all)
+N_VOLUMES = 1  # unlabelled hippocampus volumes in the datastore (fmirnet_joint_seg)
 N_SEG = 2  # images compared with the bundle's own inference
 N_REG = 3  # images compared with the Registrar
 # Measured on hc18_seg test items 0-2 (001, 015, 047) with dense_eca_unet hc18_reg2d, atlas 000 moving,
@@ -165,7 +172,14 @@ def studies(tmp_path_factory, data_dir) -> dict:
         mask = read_label(lab, allowed=[0, 1]).array.astype(np.uint8)
         Image.fromarray(mask).save(final / f"{image_id}.png")
         items.append({"id": image_id, "image": root / f"{image_id}.png", "gt": mask, "item": it})
-    return {"root": root, "items": items}
+    volumes = []
+    for it in json.loads((REPO / "datalists" / "hippocampus_fewlabel.json").read_text())["test"][:N_VOLUMES]:
+        src = data_dir / it["image"]
+        if not src.is_file():
+            pytest.fail(f"hippocampus file missing: {src} (data root {data_dir}; see tests/conftest.py data_dir)")
+        shutil.copy2(src, root / src.name)
+        volumes.append({"id": src.name[: -len(".nii.gz")], "image": root / src.name, "label": data_dir / it["label"]})
+    return {"root": root, "items": items, "volumes": volumes}
 
 
 def _free_port() -> int:
@@ -233,9 +247,10 @@ def test_info_lists_both_models_with_head_label(server, studies):
         assert model in info["models"], f"{model} missing from /info/ models {list(info['models'])}"
         assert info["models"][model]["labels"] == {"head": 1}, info["models"][model]
         assert info["models"][model]["dimension"] == 2
+    assert info["models"]["fmirnet_joint_seg"]["labels"] == HIPPOCAMPUS_LABELS, info["models"]["fmirnet_joint_seg"]
     assert "fetal_us_seg" in info["trainers"]
     assert info["labels"] == {"head": 1}
-    assert info["datastore"]["total"] == N_STUDIES, info["datastore"]
+    assert info["datastore"]["total"] == N_STUDIES + N_VOLUMES, info["datastore"]
 
 
 def test_fetal_us_seg_matches_bundle_inference(server, studies, tmp_path, bundle_runner):
@@ -255,6 +270,26 @@ def test_fetal_us_seg_matches_bundle_inference(server, studies, tmp_path, bundle
         assert d_bundle >= 0.99, f"{s['id']}: server label vs bundle mask Dice {d_bundle:.4f}"
         assert params["label_names"] == {"head": 1}
         assert Path(params["model_file"]).resolve() == (SEG_BUNDLE / "models" / "model.pt").resolve()
+
+
+def test_fmirnet_joint_seg_matches_bundle_inference_on_a_volume(server, studies, tmp_path, bundle_runner):
+    for v in studies["volumes"]:
+        label, params, dt = _infer(server, "fmirnet_joint_seg", v["id"], tmp_path)
+        out = tmp_path / f"bundle_{v['id']}"
+        bundle_runner("fmirnet_joint_seg", ["inference.json"], image=v["image"], output_dir=out)
+        ref_img = nib.load(str(out / "mask.nii.gz"))
+        ref = np.asarray(ref_img.dataobj)
+        gt = np.clip(np.asarray(nib.load(str(v["label"])).dataobj), 0, 2)
+        assert label.shape == ref.shape == gt.shape == nib.load(str(v["image"])).shape, (label.shape, ref.shape)
+        assert set(np.unique(label)) <= {0, 1, 2} and {1, 2} <= set(np.unique(label))
+        agree = float((label == ref).mean())
+        per_label = [float(2 * ((label == k) & (ref == k)).sum() / max(1, (label == k).sum() + (ref == k).sum())) for k in (1, 2)]
+        d_gt = [float(2 * ((label == k) & (gt == k)).sum() / max(1, (label == k).sum() + (gt == k).sum())) for k in (1, 2)]
+        print(f"[label-test] fmirnet_joint_seg {v['id']}: HTTP round trip {dt:.2f} s (server {params['latencies']['total']:.2f} s); "
+              f"voxels agreeing with the bundle {agree:.5f}, Dice vs bundle {per_label}, vs ground truth {d_gt}")
+        assert min(per_label) >= 0.99, f"{v['id']}: server label vs bundle mask Dice {per_label}"
+        assert params["label_names"] == HIPPOCAMPUS_LABELS
+        assert Path(params["model_file"]).resolve() == (FEWLABEL_BUNDLE / "models" / "model.pt").resolve()
 
 
 def test_atlas_registration_matches_registrar(server, studies, tmp_path, data_dir):

@@ -1,14 +1,20 @@
-"""MorphZoo MONAI Label app: fetal head segmentation from MorphZoo bundles.
+"""MorphZoo MONAI Label app: fetal head and hippocampus segmentation from MorphZoo bundles.
 
-Models (``--conf models fetal_us_seg,atlas_registration``, the default is both):
+Models (``--conf models fetal_us_seg,atlas_registration,fmirnet_joint_seg``, the default is all):
 
 - ``fetal_us_seg``: the ``bundles/fetal_us_seg`` segmentation bundle through MONAI Label's own
   ``BundleInferTask`` / ``BundleTrainTask`` (training writes ``<model_dir>/fetal_us_seg/model.pt``,
   never the bundle's committed weights).
 - ``atlas_registration``: atlas-based segmentation: the atlas label warped onto the image by a
   registration bundle (default ``bundles/dense_eca_unet``, task ``hc18_reg2d``).
+- ``fmirnet_joint_seg``: the ``bundles/fmirnet_joint_seg`` segmenter (trained from one annotated
+  slice per volume with labels propagated by FMIRNet) through the same ``BundleInferTask``: a 3D
+  MRI volume segmented slice by slice, labels ``anterior hippocampus`` = 1, ``posterior
+  hippocampus`` = 2. Inference only (its training needs the registration bundle's weights and
+  runs through the bundle's own ``train.json``).
 
-Both report the label ``head`` = 1. Configuration keys are listed in ``README.md`` next to this file.
+The two fetal models report the label ``head`` = 1. Configuration keys are listed in ``README.md``
+next to this file.
 """
 
 from __future__ import annotations
@@ -39,10 +45,12 @@ REPO = Path(__file__).resolve().parents[2]  # the checkout this app lives in: de
 logger = logging.getLogger(__name__)
 
 LABELS = {"head": 1}
-MODELS = ("fetal_us_seg", "atlas_registration")
+HIPPOCAMPUS_LABELS = {"anterior hippocampus": 1, "posterior hippocampus": 2}
+MODELS = ("fetal_us_seg", "atlas_registration", "fmirnet_joint_seg")
 DEFAULTS = {
     "models": ",".join(MODELS),
     "seg_bundle": "fetal_us_seg",
+    "fewlabel_bundle": "fmirnet_joint_seg",
     "registration_bundle": "dense_eca_unet",
     "registration_task": "hc18_reg2d",
     "train_epochs": "10",
@@ -101,8 +109,9 @@ class MorphZooApp(MONAILabelApp):
             studies=studies,
             conf=conf,
             name="MorphZoo",
-            description="Fetal head segmentation in 2D ultrasound from MorphZoo bundles: a GhostSC U-Net and "
-            "atlas-based segmentation by deformable registration",
+            description="Fetal head segmentation in 2D ultrasound from MorphZoo bundles (a GhostSC U-Net and "
+            "atlas-based segmentation by deformable registration) and hippocampus segmentation in 3D MRI from a "
+            "segmenter trained on one annotated slice per volume",
             version=getattr(morphzoo, "__version__", "0.1.0"),
             labels=LABELS,
         )
@@ -119,6 +128,11 @@ class MorphZooApp(MONAILabelApp):
         if "fetal_us_seg" in self.models:
             infers["fetal_us_seg"] = BundleSegmentationInfer(
                 self._bundle("seg_bundle"), c, self.model_dir / "fetal_us_seg" / "model.pt", LABELS, name="fetal_us_seg"
+            )
+        if "fmirnet_joint_seg" in self.models:
+            infers["fmirnet_joint_seg"] = BundleSegmentationInfer(
+                self._bundle("fewlabel_bundle"), c, self.model_dir / "fmirnet_joint_seg" / "model.pt", HIPPOCAMPUS_LABELS,
+                name="fmirnet_joint_seg",
             )
         if "atlas_registration" in self.models:
             task = c["registration_task"] or None
