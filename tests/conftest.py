@@ -250,6 +250,23 @@ class BundleChecks:
         assert 0.0 <= metrics["dice"] <= 1.0
         return metrics
 
+    @staticmethod
+    def assert_preprocessing_agree(bundle: str, item: dict, data_dir: Path, shape: tuple[int, ...]) -> None:
+        """MONAI Label runs inference.json's ``preprocessing`` (MONAI ``LoadImaged``) on ``item["image"]``;
+        training runs train.json's (the validated ``LoadSubjectd``) on the datalist item: the network
+        must see the same tensor, of ``shape``, from both."""
+        import torch
+        from monai.bundle import ConfigParser
+
+        cfg = REPO / "bundles" / bundle / "configs"
+        inf, tr = ConfigParser(), ConfigParser()
+        inf.read_config(str(cfg / "inference.json"))
+        tr.read_config(str(cfg / "train.json"))
+        a = inf.get_parsed_content("preprocessing")({"image": str(data_dir / item["image"])})["image"]
+        b = tr.get_parsed_content("preprocessing")(dict(item))["image"]
+        assert a.shape == b.shape == shape
+        torch.testing.assert_close(torch.as_tensor(a.as_tensor()), torch.as_tensor(b), rtol=0, atol=1e-6)
+
     def ckpt_export(self, bundle: str, configs: list[str], model_file: str, out: Path):
         """``ckpt_export network_def`` of ``models/<model_file>``; returns the loaded TorchScript module."""
         import torch

@@ -41,19 +41,9 @@ def test_ckpt_export_torchscript_matches_network(tmp_path, bundle_checks):
         torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-4)
 
 
-def test_training_and_inference_preprocessing_agree(data_dir):
-    """MONAI Label runs inference.json's `preprocessing` (MONAI LoadImaged); training uses the validated
-    LoadSubjectd: the network must see the same tensor from both."""
-    from monai.bundle import ConfigParser
-
-    inf, tr = ConfigParser(), ConfigParser()
-    inf.read_config(str(CFG / "inference.json"))
-    tr.read_config(str(CFG / "train.json"))
-    item = _test_items(1)[0]
-    a = inf.get_parsed_content("preprocessing")({"image": str(data_dir / item["image"])})["image"]
-    b = tr.get_parsed_content("preprocessing")(dict(item))["image"]
-    assert a.shape == b.shape == (1, 160, 240)
-    torch.testing.assert_close(torch.as_tensor(a.as_tensor()), torch.as_tensor(b), rtol=0, atol=1e-6)
+def test_training_and_inference_preprocessing_agree(data_dir, bundle_checks):
+    """MONAI Label and training see the same tensor (LoadImaged vs the validated LoadSubjectd)."""
+    bundle_checks.assert_preprocessing_agree("fetal_us_seg", _test_items(1)[0], data_dir, (1, 160, 240))
 
 
 def test_train_one_short_epoch_on_real_data(tmp_path, data_dir, bundle_runner):

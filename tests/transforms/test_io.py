@@ -271,6 +271,8 @@ def test_write_png_scaling(tmp_path):
     with Image.open(p) as im:
         got = np.asarray(im)
     np.testing.assert_array_equal(got, np.array([[0, 64], [128, 255]], np.uint8))
+    with Image.open(write_png(a, tmp_path / "labels.png", scale=False)) as im:  # a label map keeps its values
+        np.testing.assert_array_equal(np.asarray(im), np.array([[0, 1], [2, 4]], np.uint8))
     with pytest.raises(ValueError):
         write_png(np.zeros((2, 2, 2)), tmp_path / "b.png")
 

@@ -172,8 +172,10 @@ class Segmenter:
         with atomic_output_dir(output_dir) as tmp:
             write_nifti_like(res["mask"].astype(np.uint8), rec, tmp / "mask.nii.gz")
             if rec.kind == "png":
-                scale = 255.0 if res["mask"].max() <= 1 else 1.0  # binary: 0/255; label maps keep their values
-                write_png(res["mask"].astype(np.float32) * scale, tmp / "mask.png")
+                if res["mask"].max() <= 1:  # binary: 0/255
+                    write_png(res["mask"].astype(np.float32) * 255.0, tmp / "mask.png")
+                else:  # label maps keep their values (0/1/2)
+                    write_png(res["mask"], tmp / "mask.png", scale=False)
             title = "mask" if ell is None else f"HC {res['hc']:.1f} {unit}"
             overlay_mask(rec.array, res["mask"], tmp / "overlay.png", extra=None if ell is None else tuple(ell), title=title)
             (tmp / "result.json").write_text(json.dumps(meta, indent=2))

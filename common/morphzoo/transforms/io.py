@@ -293,8 +293,9 @@ def write_nifti_like(array: np.ndarray, reference: ImageRecord, path: str | os.P
     return path
 
 
-def write_png(array: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a 2D array as 8-bit PNG (min-max scaled unless already in 0..255 integers), atomically."""
+def write_png(array: np.ndarray, path: str | os.PathLike, scale: bool = True) -> Path:
+    """Write a 2D array as 8-bit PNG, atomically: min-max scaled to 0..255, or with ``scale=False``
+    its values rounded and clipped to 0..255 as they are (label maps)."""
     from PIL import Image
 
     path = Path(path)
@@ -302,7 +303,10 @@ def write_png(array: np.ndarray, path: str | os.PathLike) -> Path:
     if arr.ndim != 2:
         raise ValueError(f"write_png expects a 2D array, got shape {arr.shape}.")
     lo, hi = float(arr.min()), float(arr.max())
-    scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+    if not scale:
+        scaled = arr
+    else:
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
     with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8)).save(tmp, format="PNG")
     return path
