@@ -186,7 +186,7 @@ def test_evaluate_scores_every_row_on_every_slice(tmp_path, data_dir, bundle_run
     for m in summary.values():
         assert m["pairs"] == 1 and m["failed"] == 0
         assert {"dice", "dice_1", "dice_2", "hd", "hd95", "assd", "time_ms"} <= set(m)
-    assert "| RUNet (default) |" in proc.stdout
+    assert "| RUNet + extent prior (default) |" in proc.stdout
     assert len(list((out / "figures").glob("*.png"))) == len(rows)
 
 
