@@ -1,0 +1,43 @@
+"""tools/paired_diff.py: paired differences matched by case across per-case CSVs."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from tests.conftest import load_tool
+
+paired_diff = load_tool("paired_diff")
+
+
+def _write(path, rows, case_key):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["method", case_key, "dice"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_matches_cases_across_files_and_reports_mean_se_and_wins(tmp_path, capsys):
+    a = _write(tmp_path / "a.csv", [{"method": "m", "pair": p, "dice": d} for p, d in (("p1", 0.5), ("p2", 0.7), ("p3", 0.9))], "pair")
+    # the reference comes from another run, in another order, with an extra case the method lacks
+    b = _write(tmp_path / "b.csv", [{"method": "ref", "pair": p, "dice": d} for p, d in (("p3", 0.8), ("p1", 0.5), ("p2", 0.4), ("p9", 0.1))], "pair")
+    assert paired_diff.main([str(a), str(b), "--method", "m", "--against", "ref"]) == 0
+    out = capsys.readouterr().out
+    d = [0.0, 0.3, 0.1]
+    mean = sum(d) / 3
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / 2) / math.sqrt(3)
+    assert f"{mean:+.3f} ± {se:.3f}" in out and "2/3 cases won" in out
+
+
+def test_image_column_and_clear_errors(tmp_path):
+    c = _write(tmp_path / "images.csv", [{"method": m, "image": i, "dice": v} for m, i, v in
+                                         (("x", "i1", 0.6), ("x", "i2", 0.8), ("y", "i1", 0.5), ("y", "i2", 0.9))], "image")
+    mean, se, won, n = paired_diff.paired(*(paired_diff.load_cases([c], "dice")[k] for k in ("x", "y")))
+    assert (round(mean, 6), won, n) == (0.0, 1, 2) and se > 0
+    with pytest.raises(SystemExit, match="not in"):
+        paired_diff.main([str(c), "--method", "x", "--against", "nope"])
+    with pytest.raises(SystemExit, match="not found"):
+        paired_diff.main([str(tmp_path / "missing.csv"), "--method", "x", "--against", "y"])
