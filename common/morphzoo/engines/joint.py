@@ -151,8 +151,6 @@ class JointRegSegTrainer(Trainer):
             raise ValueError(f"moving {tuple(mov.shape)}, moving_label {tuple(lab.shape)} and fixed {tuple(fix.shape)} differ in shape.")
         loss_fn = engine.loss_function
         loss_fn.last_terms = {}
-        engine.state.output = {"moving": mov, "fixed": fix}
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
 
         reg_loss = None
         prop_label = None
@@ -189,8 +187,9 @@ class JointRegSegTrainer(Trainer):
                 logits = logits_real = engine.segmenter(mov)
                 seg_loss = loss_fn.segmentation(logits_real, lab)
                 targets = lab
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         total = seg_loss if reg_loss is None else seg_loss + loss_fn.reg_weight * reg_loss
-        engine.state.output.update({"pred": logits.detach(), "label": targets, "loss": total.detach()})
+        engine.state.output = {"pred": logits.detach(), "label": targets, "loss": total.detach()}
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
         engine.seg_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
