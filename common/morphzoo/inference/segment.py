@@ -79,6 +79,10 @@ class Segmenter:
             (a 2D network run slice by slice on volumes, e.g. with
             :class:`morphzoo.inference.SliceWiseInferer`).
         foreground: class channel whose probability is the foreground map (two-class networks).
+        hc_offset_px: inward shift (pixels of the input image) of the ellipse fitted to a 2D
+            mask before its circumference is taken; HC18's filled masks reach 1.38 px beyond
+            the reference ellipse (:func:`morphzoo.metrics.contour_offset`).
+        hc_fit: the :func:`morphzoo.metrics.fit_ellipse` method, ``"moments"`` or ``"contour"``.
     """
 
     def __init__(
@@ -90,6 +94,8 @@ class Segmenter:
         device: str | torch.device | None = None,
         spatial_dims: int | None = 2,
         foreground: int = 1,
+        hc_offset_px: float = 0.0,
+        hc_fit: str = "moments",
     ) -> None:
         self.network = network
         self.preprocessing = preprocessing
@@ -98,6 +104,10 @@ class Segmenter:
         self.device = torch.device(device) if device is not None else next(network.parameters()).device
         self.spatial_dims = spatial_dims
         self.foreground = foreground
+        self.hc_offset_px = float(hc_offset_px)
+        if hc_fit not in ("moments", "contour"):
+            raise ValueError(f"hc_fit must be 'moments' or 'contour', got {hc_fit!r}.")
+        self.hc_fit = hc_fit
 
     @property
     def num_parameters(self) -> int:
@@ -145,7 +155,7 @@ class Segmenter:
             mask = (prob >= 0.5).astype(np.uint8)
         res = SegmentationResult(prob=prob, mask=mask, time_ms=ms, ellipse=None, hc=float("nan"))
         if rec.array.ndim == 2 and probs.shape[0] == 2:
-            fit = fit_ellipse(mask, rec.spacing)
+            fit = fit_ellipse(mask, rec.spacing, self.hc_offset_px, self.hc_fit)
             if fit is not None:
                 res["ellipse"], res["hc"] = fit
         return res, rec
