@@ -3,5 +3,6 @@
 from morphzoo.engines.checkpoint import ResumableCheckpoint, save_state_atomic
 from morphzoo.engines.freeze import FreezeParameters
 from morphzoo.engines.logs import TrainingLog
+from morphzoo.engines.timing import STEP_STAGES, StepTimer
 from morphzoo.engines.joint import JointRegSegLoss, JointRegSegTrainer
 from morphzoo.engines.registration import AffineInferer, RegistrationInferer, RegistrationPrepareBatch, WarpLabelsd, one_hot_labels

@@ -1,0 +1,209 @@
+#!/usr/bin/env python
+"""Time one training step of every bundle, by stage, with its training cuts on and off, in one run.
+
+Each bundle's own ``configs/train.json`` (plus ``configs/task_<task>.json`` for a non-default task)
+is parsed as ``python -m monai.bundle run`` would, on a small subset of its training data, and its
+trainer runs ``--warmup`` + ``--steps`` iterations in a fresh process with
+:class:`morphzoo.engines.StepTimer` attached (median ms per stage: data, forward, loss, backward,
+optimiser). Every configuration runs twice:
+
+- ``after``: the config as shipped (subjects/images cached in memory by MONAI ``CacheDataset``,
+  channels-last memory format where the bundle has the ``channels_last`` key);
+- ``before``: the same with those cuts switched off (``cache_rate`` 0, ``channels_last`` false).
+
+Both at ``--threads`` torch threads (the bundles' training runs use one thread each, two runs at a
+time on a 2-core machine). Absolute times depend on the machine and its load; the ratio within
+one run is the measurement. Peak memory is the process's maximum resident set size.
+
+Usage::
+
+    python tools/step_time.py                                   # every bundle, its default task
+    python tools/step_time.py --bundles voxelmorph,fmirnet --tasks all --steps 8
+    python tools/step_time.py --out outputs/step_time           # also writes step_time.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("data", "forward", "loss", "backward", "optimizer", "other", "total")
+CACHE_KEYS = ("train#subjects#cache_rate", "train#dataset#cache_rate")
+SUBSET_KEYS = {"max_train_subjects": 12, "max_train_images": 24}
+
+
+def bundle_configs(bundle: Path, task: str | None) -> tuple[list[str], str]:
+    """The train config files of ``bundle`` for ``task`` (None: its default) and the task name."""
+    train = bundle / "configs" / "train.json"
+    if not train.is_file():
+        raise SystemExit(f"{train}: no training config.")
+    default = json.loads(train.read_text()).get("task")
+    if task in (None, default):
+        return [str(train)], str(default)
+    overlay = bundle / "configs" / f"task_{task}.json"
+    if not overlay.is_file():
+        raise SystemExit(f"{overlay}: bundle {bundle.name} has no task {task!r}.")
+    return [str(train), str(overlay)], task
+
+
+def bundle_tasks(bundle: Path) -> list[str]:
+    """The default task of ``bundle`` and every task overlay it carries."""
+    default = json.loads((bundle / "configs" / "train.json").read_text()).get("task")
+    return [str(default)] + sorted(p.stem[len("task_") :] for p in (bundle / "configs").glob("task_*.json"))
+
+
+def time_one(bundle: Path, task: str | None, variant: str, steps: int, warmup: int, threads: int) -> dict[str, Any]:
+    """Run ``warmup + steps`` training iterations of one configuration here; its timing record."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    from morphzoo.engines import StepTimer
+
+    files, task = bundle_configs(bundle, task)
+    parser = ConfigParser()
+    parser.read_config(files)
+    tmp = tempfile.mkdtemp(prefix="step_time_")
+    overrides: dict[str, Any] = {
+        "bundle_root": str(bundle),
+        "output_dir": tmp,
+        "ckpt_dir": os.path.join(tmp, "models"),
+        "epoch_length": warmup + steps,
+        "max_epochs": 1,
+        "val_interval": 10**6,
+        "num_threads": threads,
+    }
+    for key, n in SUBSET_KEYS.items():
+        if key in parser.config:
+            overrides[key] = n
+    cuts = []
+    if variant == "before":
+        for key in CACHE_KEYS:
+            try:
+                node = parser[key.rsplit("#", 1)[0]]
+            except KeyError:
+                continue
+            if isinstance(node, dict) and "cache_rate" in node:
+                overrides[key] = 0.0
+                cuts.append("cache")
+        if "channels_last" in parser.config:
+            overrides["channels_last"] = False
+            cuts.append("channels_last")
+    elif variant != "after":
+        raise SystemExit(f"unknown variant {variant!r}: 'before' or 'after'.")
+    for key, value in overrides.items():
+        parser[key] = value
+    parser.get_parsed_content("initialize")
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    trainer = parser.get_parsed_content("train#trainer")
+    build_s = time.perf_counter() - t0
+    timer = StepTimer(warmup=warmup)
+    timer.attach(trainer)
+    trainer.run()
+    rec = timer.summary()
+    batch = int(parser.get_parsed_content("batch_size"))
+    network = trainer.network
+    rec.update(
+        bundle=bundle.name,
+        task=task,
+        variant=variant,
+        cuts=cuts,
+        batch_size=batch,
+        threads=threads,
+        pairs_per_s=batch / (rec["total_ms"] / 1000.0),
+        build_s=build_s,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        parameters=sum(p.numel() for p in network.parameters()),
+    )
+    return rec
+
+
+def run_isolated(bundle: Path, task: str, variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`time_one` in a fresh process (clean thread settings and peak memory)."""
+    cmd = [sys.executable, __file__, "--one", json.dumps([str(bundle), task, variant]), "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"bundle": bundle.name, "task": task, "variant": variant, "error": " | ".join(tail)}
+    return json.loads(lines[-1])
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    """Markdown: one row per bundle and task, before and after, stage medians and the speed-up."""
+    head = "| bundle | task | batch | variant | data | forward | loss | backward | optimiser | step (ms) | pairs/s | peak RSS (MB) | speed-up |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        by_key.setdefault((r["bundle"], r["task"]), {})[r["variant"]] = r
+    for (bundle, task), rows in by_key.items():
+        before = rows.get("before", {})
+        for variant in ("before", "after"):
+            r = rows.get(variant)
+            if r is None:
+                continue
+            if "error" in r:
+                lines.append(f"| {bundle} | {task} | | {variant} | failed: {r['error'][:80]} | | | | | | | | |")
+                continue
+            label = variant if variant == "after" else "before (" + (", ".join(f"no {c.replace('_', '-')}" for c in r["cuts"]) or "same") + ")"
+            speed = ""
+            if variant == "after" and before.get("total_ms"):
+                speed = f"{before['total_ms'] / r['total_ms']:.2f}x"
+            cells = " | ".join(f"{r[s + '_ms']:.0f}" for s in ("data", "forward", "loss", "backward", "optimizer"))
+            lines.append(f"| {bundle} | {task} | {r['batch_size']} | {label} | {cells} | **{r['total_ms']:.0f}** | {r['pairs_per_s']:.1f} | {r['peak_rss_mb']:.0f} | {speed} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--bundles", default=None, help="comma-separated bundle names (default: every bundle with a train.json)")
+    p.add_argument("--bundles-dir", default=str(REPO / "bundles"))
+    p.add_argument("--tasks", default="default", help="'default' (each bundle's default task) or 'all' (its task overlays too)")
+    p.add_argument("--steps", type=int, default=5, help="timed iterations per configuration (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="iterations run first and not timed (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as the bundles' training runs)")
+    p.add_argument("--out", default=None, help="folder for step_time.json and step_time.md")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.one:
+        bundle, task, variant = json.loads(args.one)
+        print(json.dumps(time_one(Path(bundle), task, variant, args.steps, args.warmup, args.threads)))
+        return 0
+    root = Path(args.bundles_dir)
+    names = args.bundles.split(",") if args.bundles else sorted(d.name for d in root.iterdir() if (d / "configs" / "train.json").is_file())
+    records = []
+    t0 = time.perf_counter()
+    for name in names:
+        bundle = root / name
+        if not (bundle / "configs" / "train.json").is_file():
+            raise SystemExit(f"{bundle}: not a bundle with configs/train.json.")
+        tasks = bundle_tasks(bundle) if args.tasks == "all" else [bundle_configs(bundle, None)[1]]
+        for task in tasks:
+            for variant in ("before", "after"):
+                rec = run_isolated(bundle, task, variant, args)
+                records.append(rec)
+                msg = rec.get("error") or f"{rec['total_ms']:.0f} ms/step"
+                print(f"{name} {task} {variant}: {msg}", file=sys.stderr, flush=True)
+    md = table(records)
+    info = f"{args.steps} timed steps after {args.warmup} warm-up, {args.threads} thread(s), wall {time.perf_counter() - t0:.0f} s"
+    print(md + "\n\n" + info)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "step_time.json").write_text(json.dumps({"records": records, "info": info, "command": " ".join(sys.argv)}, indent=2))
+        (out / "step_time.md").write_text(md + "\n\n" + info + "\n")
+    return 1 if any("error" in r for r in records) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
