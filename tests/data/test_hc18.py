@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from morphzoo.data import hc18_subject, load_hc18_mask, read_hc18_csv
+from tests.conftest import REPO
 
 
 def test_read_csv(hc18_dir: Path) -> None:
@@ -67,3 +69,12 @@ def test_load_mask_single_channel_and_outline(tmp_path: Path) -> None:
     outline.save(tmp_path / "outline.png")
     assert load_hc18_mask(tmp_path / "outline.png").sum() == filled.sum()
     assert load_hc18_mask(tmp_path / "outline.png", fill=False).sum() < filled.sum() / 3
+
+
+def test_shipped_offset_is_the_training_calibration(data_dir):
+    from morphzoo.data.hc18 import hc18_contour_offset
+
+    cfg = json.loads((REPO / "bundles" / "fetal_us_seg" / "configs" / "inference.json").read_text())
+    # the first 40 training masks (the shipped value is the median over all 640)
+    off = hc18_contour_offset(REPO / "datalists" / "hc18_seg.json", "training", cfg["hc_fit"], root=data_dir, limit=40)
+    assert off == pytest.approx(cfg["hc_offset_px"], abs=0.05)

@@ -113,3 +113,4 @@ def test_reference_masks_reproduce_hc18_circumference(data_dir):
     cfg = json.loads((REPO / "bundles" / "fetal_us_seg" / "configs" / "inference.json").read_text())
     calibrated = [abs(head_circumference(m, it["pixel_size_mm"], cfg["hc_offset_px"], cfg["hc_fit"]) - it["hc_mm"]) for m, it in zip(masks, items)]
     assert np.mean(calibrated) < 0.15 and np.mean(calibrated) < 0.2 * np.mean(errors), (calibrated, errors)
+

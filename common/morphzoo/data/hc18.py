@@ -22,6 +22,7 @@ from PIL import Image
 from scipy import ndimage
 
 __all__ = [
+    "hc18_contour_offset",
     "HC18_LABELS",
     "HC18_CSV_NAME",
     "HC18_IMAGE_DIR",
@@ -189,3 +190,31 @@ def load_hc18_mask(path: str | Path, fill: bool = True) -> np.ndarray:
     if not mask.any():
         logger.warning("HC18 annotation %s is empty (no pixel of channel 0 > 127)", path)
     return mask.astype(np.uint8)
+
+
+def hc18_contour_offset(
+    datalist: str | Path, split: str = "training", method: str = "moments", root: str | Path | None = None, limit: int | None = None
+) -> float:
+    """Calibrate the HC read-out's inward ellipse offset on a split's reference masks.
+
+    HC18's masks are the annotators' ellipse outlines, filled: they reach beyond the ellipse whose
+    circumference the CSV gives by half the drawn line. This returns
+    :func:`morphzoo.metrics.contour_offset` of the split's masks against their ``hc_mm`` (pixels);
+    ``fetal_us_seg``'s ``hc_offset_px`` is this on the training split.
+
+    Args:
+        datalist: ``datalists/hc18_seg.json``.
+        split: the split whose references are used (training: never the test images).
+        method: the :func:`morphzoo.metrics.fit_ellipse` method.
+        root: data root (default :func:`morphzoo.paths.data_root`).
+        limit: first N items only.
+    """
+    import json
+
+    from morphzoo.metrics.ellipse import contour_offset
+    from morphzoo.paths import data_root
+
+    base = Path(root) if root is not None else data_root()
+    items = json.loads(Path(datalist).read_text())[split][: limit or None]
+    masks = [load_hc18_mask(base / it["label"]) for it in items]
+    return contour_offset(masks, [float(it["hc_mm"]) for it in items], [(float(it["pixel_size_mm"]),) * 2 for it in items], method=method)
