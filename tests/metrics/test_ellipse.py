@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from morphzoo.metrics import contour_offset, ellipse_circumference, fit_ellipse, head_circumference
+from morphzoo.metrics import contour_offset, ellipse_circumference, fill_ellipse, fit_ellipse, head_circumference
 from tests.conftest import REPO
 
 
@@ -114,3 +114,20 @@ def test_reference_masks_reproduce_hc18_circumference(data_dir):
     calibrated = [abs(head_circumference(m, it["pixel_size_mm"], cfg["hc_offset_px"], cfg["hc_fit"]) - it["hc_mm"]) for m, it in zip(masks, items)]
     assert np.mean(calibrated) < 0.15 and np.mean(calibrated) < 0.2 * np.mean(errors), (calibrated, errors)
 
+
+@pytest.mark.parametrize("method", ["moments", "contour"])
+def test_fill_ellipse_redraws_an_ellipse_and_repairs_a_dented_one(method):
+    mask = _ellipse_mask(200, 300, 150.3, 99.6, 80.0, 50.0, 0.5)
+    filled = fill_ellipse(mask, None, method)
+    assert filled.dtype == np.uint8 and filled.shape == mask.shape
+    assert (filled != mask).sum() < 0.003 * mask.sum()  # a pixel ring's worth at most
+    dented = mask.copy()
+    dented[95:105, 75:95] = 0  # a bite out of the edge and a spur
+    dented[100:103, 225:240] = 1
+    assert (fill_ellipse(dented, None, method) != mask).sum() < 0.025 * mask.sum()  # the dent: 1.9 %
+    # anisotropic pixels: the ellipse is drawn in mm
+    aniso = _ellipse_mask(300, 400, 200, 150, 15.0, 10.0, 0.3, sx=0.1, sy=0.2)
+    assert (fill_ellipse(aniso, (0.2, 0.1), method) != aniso).sum() < 0.01 * aniso.sum()
+    assert fill_ellipse(np.zeros((8, 8)), None, method).sum() == 0
+    with pytest.raises(ValueError, match="method"):
+        fill_ellipse(mask, None, "hough")

@@ -151,6 +151,17 @@ def test_segmentation_scores_threshold_and_identical_mask():
     assert segmentation_scores(prob, ref, threshold=0.6)["dice"] == 0.0
 
 
+def test_segmentation_scores_with_a_separate_mask():
+    ref = _box((24, 24), (4, 20), (6, 18))
+    prob = np.where(ref > 0, 0.3, 0.1)  # thresholded at 0.5: nothing
+    out = segmentation_scores(prob, ref, mask=ref)  # the mask decides overlap and distances
+    assert out["dice"] == 1.0 and out["hd95"] == 0.0
+    assert out["rmse"] == pytest.approx(segmentation_scores(prob, ref)["rmse"])  # the probabilities decide rmse
+    assert segmentation_scores(prob, ref)["dice"] == 0.0
+    with pytest.raises(ValueError, match="mask of shape"):
+        segmentation_scores(prob, ref, mask=ref[:-1])
+
+
 def test_segmentation_scores_empty_prediction_does_not_crash():
     ref = _box((16, 16), (4, 8), (4, 8))
     with warnings.catch_warnings():

@@ -17,7 +17,7 @@ from .jacobian import (
     sdlogj,
     sdlogj_learn2reg,
 )
-from .ellipse import Ellipse, contour_offset, ellipse_circumference, fit_ellipse, head_circumference
+from .ellipse import Ellipse, contour_offset, ellipse_circumference, fill_ellipse, fit_ellipse, head_circumference
 from .labels import hd95_learn2reg, label_overlap_and_distance, segmentation_scores
 from .similarity import mse, ncc_global, nmi, rmse, ssim
 
@@ -42,4 +42,5 @@ __all__ = [
     "ellipse_circumference",
     "head_circumference",
     "contour_offset",
+    "fill_ellipse",
 ]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-__all__ = ["Ellipse", "fit_ellipse", "ellipse_circumference", "head_circumference", "contour_offset"]
+__all__ = ["Ellipse", "fit_ellipse", "ellipse_circumference", "head_circumference", "contour_offset", "fill_ellipse"]
 
 
 class Ellipse(NamedTuple):
@@ -171,6 +171,41 @@ def fit_ellipse(
     elif angle_px <= -math.pi / 2:
         angle_px += math.pi
     return Ellipse(centre[0] / sx, centre[1] / sy, a_px, b_px, angle_px), circumference
+
+
+def fill_ellipse(mask: np.ndarray | torch.Tensor, spacing: Sequence[float] | None = None, method: str = "moments") -> np.ndarray:
+    """The ellipse fitted to a 2D binary mask, filled, as a mask of the same shape (a shape prior).
+
+    The fit is :func:`fit_ellipse`'s (``method`` ``"moments"`` or ``"contour"``), drawn in
+    physical coordinates, so anisotropic pixels are handled; the contour fit passes through the
+    boundary pixels' centres and is grown by half a pixel to the mask's edge. A mask whose ellipse
+    cannot be fitted (empty) is returned empty.
+
+    Args:
+        mask: ``(H, W)`` binary mask.
+        spacing: pixel size (row, column); None means 1.
+        method: the fit.
+
+    Returns:
+        ``(H, W)`` uint8 mask (0/1).
+    """
+    if method not in ("moments", "contour"):
+        raise ValueError(f"fill_ellipse: method must be 'moments' or 'contour', got {method!r}.")
+    m = np.squeeze(mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask))
+    fit = _moments_axes(m, spacing)
+    if fit is None:
+        return np.zeros(m.shape, np.uint8)
+    grow = 0.0
+    if method == "contour":
+        contour = _contour_axes(m, spacing)
+        if contour is not None:
+            fit, grow = contour, 0.5
+    centre, a, b, (vx, vy), (sy, sx) = fit
+    g = grow * math.sqrt(sx * sy)
+    rows, cols = np.mgrid[: m.shape[0], : m.shape[1]]
+    x, y = cols * sx - centre[0], rows * sy - centre[1]
+    u, w = x * vx + y * vy, -x * vy + y * vx
+    return ((u / (a + g)) ** 2 + (w / (b + g)) ** 2 <= 1.0).astype(np.uint8)
 
 
 def head_circumference(

@@ -146,6 +146,7 @@ def segmentation_scores(
     ref: torch.Tensor | np.ndarray,
     spacing: Sequence[float] | None = None,
     threshold: float = 0.5,
+    mask: torch.Tensor | np.ndarray | None = None,
 ) -> dict[str, float]:
     """Scores of a binary segmentation against a binary reference mask.
 
@@ -163,6 +164,8 @@ def segmentation_scores(
         ref: binary reference mask of the same shape.
         spacing: physical size of a voxel along each array axis (mm); None means 1.
         threshold: probability at or above which a voxel is foreground.
+        mask: the prediction mask, when it is not ``prob_or_mask >= threshold`` (e.g. a shape
+            prior drawn from it): overlap and distances use it, ``rmse`` the probabilities.
 
     Returns:
         Dict of floats with keys ``dice``, ``iou``, ``precision``, ``recall``, ``rmse``, ``hd95``, ``assd``.
@@ -173,7 +176,13 @@ def segmentation_scores(
     prob_t, ref_t, spacing_list = _as_pair(prob_or_mask, ref, spacing)
     prob_t = prob_t.double()
     ref_bin = (ref_t > 0).double()
-    pred_oh = (prob_t >= threshold).double()[None, None]
+    if mask is not None:
+        mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+        if tuple(mask_t.shape) != tuple(prob_t.shape):
+            raise ValueError(f"mask of shape {tuple(mask_t.shape)} does not match the probabilities {tuple(prob_t.shape)}.")
+        pred_oh = (mask_t.to(prob_t.device) > 0).double()[None, None]
+    else:
+        pred_oh = (prob_t >= threshold).double()[None, None]
     ref_oh = ref_bin[None, None]
     dice = compute_dice(pred_oh, ref_oh, include_background=True, ignore_empty=False)
     iou = compute_iou(pred_oh, ref_oh, include_background=True, ignore_empty=False)

@@ -9,6 +9,9 @@ only adapts what MorphZoo bundles do differently:
 - MONAI Label's ``Restored`` step is not added: ``Invertd`` already returns the input grid, and
   ``Restored`` would resize to the PIL meta ``spatial_shape``, which is (width, height) while the
   bundle reads PNG rows first (``PILReader(reverse_indexing=False)``).
+- A bundle whose ``inference.json`` sets ``ellipse_mask`` (``fetal_us_seg``) gets its label
+  replaced by the fitted ellipse (:class:`morphzoo.transforms.FillEllipsed`), as the bundle's own
+  command line does.
 - The label is written by :func:`lib.label_io.write_label` in the image's own grid and format.
 - Label names are the app's (``{"head": 1}`` for HC18), not the metadata's channel names, so every
   model of the app reports the same labels.
@@ -32,6 +35,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 
 from lib.label_io import label_suffix, write_label
+from morphzoo.transforms import FillEllipsed
 from morphzoo.transforms.io import InputError, read_image
 
 logger = logging.getLogger(__name__)
@@ -74,9 +78,12 @@ class BundleSegmentationInfer(BundleInferTask):
         self._config.pop("model_filename", None)
 
     def post_transforms(self, data: dict | None = None) -> Sequence[Callable]:
-        """The bundle's ``postprocessing`` (softmax, ``Invertd``) followed by ``argmax``."""
+        """The bundle's ``postprocessing`` (softmax, ``Invertd``) followed by ``argmax`` and, where
+        the bundle asks for it, the ellipse shape prior."""
         post = list(super().post_transforms(data))
         post.append(AsDiscreted(keys=self.key_pred, argmax=True))
+        if self.bundle_config.get("ellipse_mask", False) in (True, "true", "True"):
+            post.append(FillEllipsed(keys=self.key_pred, method=str(self.bundle_config.get("hc_fit", "moments"))))
         return post
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict]:
