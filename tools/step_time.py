@@ -9,7 +9,8 @@ optimiser). Every configuration runs twice:
 
 - ``after``: the config as shipped (subjects/images cached in memory by MONAI ``CacheDataset``,
   channels-last memory format where the bundle has the ``channels_last`` key);
-- ``before``: the same with those cuts switched off (``cache_rate`` 0, ``channels_last`` false).
+- ``before``: the same with those cuts switched off (``cache_rate`` 0, ``channels_last`` false);
+- ``cache`` (with ``--variants``): the data cache on, channels-last off, to tell the two apart.
 
 Both at ``--threads`` torch threads (the bundles' training runs use one thread each, two runs at a
 time on a 2-core machine). Absolute times depend on the machine and its load; the ratio within
@@ -39,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ("data", "forward", "loss", "backward", "optimizer", "other", "total")
 CACHE_KEYS = ("train#subjects#cache_rate", "train#dataset#cache_rate")
 SUBSET_KEYS = {"max_train_subjects": 12, "max_train_images": 24}
+VARIANTS = ("before", "cache", "after")
 
 
 def bundle_configs(bundle: Path, task: str | None) -> tuple[list[str], str]:
@@ -85,8 +87,8 @@ def time_one(bundle: Path, task: str | None, variant: str, steps: int, warmup: i
         if key in parser.config:
             overrides[key] = n
     cuts = []
-    if variant == "before":
-        for key in CACHE_KEYS:
+    if variant in ("before", "cache"):
+        for key in CACHE_KEYS if variant == "before" else ():
             try:
                 node = parser[key.rsplit("#", 1)[0]]
             except KeyError:
@@ -98,7 +100,7 @@ def time_one(bundle: Path, task: str | None, variant: str, steps: int, warmup: i
             overrides["channels_last"] = False
             cuts.append("channels_last")
     elif variant != "after":
-        raise SystemExit(f"unknown variant {variant!r}: 'before' or 'after'.")
+        raise SystemExit(f"unknown variant {variant!r}: one of {', '.join(VARIANTS)}.")
     for key, value in overrides.items():
         parser[key] = value
     parser.get_parsed_content("initialize")
@@ -140,25 +142,26 @@ def run_isolated(bundle: Path, task: str, variant: str, args: argparse.Namespace
 
 
 def table(records: list[dict[str, Any]]) -> str:
-    """Markdown: one row per bundle and task, before and after, stage medians and the speed-up."""
+    """Markdown: one row per bundle, task and variant, stage medians, and the speed-up over the
+    first variant of the row group (``before`` when it ran)."""
     head = "| bundle | task | batch | variant | data | forward | loss | backward | optimiser | step (ms) | pairs/s | peak RSS (MB) | speed-up |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for r in records:
         by_key.setdefault((r["bundle"], r["task"]), {})[r["variant"]] = r
     for (bundle, task), rows in by_key.items():
-        before = rows.get("before", {})
-        for variant in ("before", "after"):
+        first = next((rows[v] for v in VARIANTS if v in rows), {})
+        for variant in VARIANTS:
             r = rows.get(variant)
             if r is None:
                 continue
             if "error" in r:
                 lines.append(f"| {bundle} | {task} | | {variant} | failed: {r['error'][:80]} | | | | | | | | |")
                 continue
-            label = variant if variant == "after" else "before (" + (", ".join(f"no {c.replace('_', '-')}" for c in r["cuts"]) or "same") + ")"
+            label = variant if variant == "after" else variant + " (" + (", ".join(f"no {c.replace('_', '-')}" for c in r["cuts"]) or "as shipped") + ")"
             speed = ""
-            if variant == "after" and before.get("total_ms"):
-                speed = f"{before['total_ms'] / r['total_ms']:.2f}x"
+            if r is not first and first.get("total_ms"):
+                speed = f"{first['total_ms'] / r['total_ms']:.2f}x"
             cells = " | ".join(f"{r[s + '_ms']:.0f}" for s in ("data", "forward", "loss", "backward", "optimizer"))
             lines.append(f"| {bundle} | {task} | {r['batch_size']} | {label} | {cells} | **{r['total_ms']:.0f}** | {r['pairs_per_s']:.1f} | {r['peak_rss_mb']:.0f} | {speed} |")
     return "\n".join(lines)
@@ -168,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--bundles", default=None, help="comma-separated bundle names (default: every bundle with a train.json)")
     p.add_argument("--bundles-dir", default=str(REPO / "bundles"))
-    p.add_argument("--tasks", default="default", help="'default' (each bundle's default task) or 'all' (its task overlays too)")
+    p.add_argument("--tasks", default="default", help="'default' (each bundle's default task), 'all' (its task overlays too) or task names, comma-separated")
     p.add_argument("--steps", type=int, default=5, help="timed iterations per configuration (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="iterations run first and not timed (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as the bundles' training runs)")
+    p.add_argument("--variants", default="before,after", help=f"comma-separated, of {', '.join(VARIANTS)} (default before,after)")
+    p.add_argument("--repeats", type=int, default=1, help="run the variants this many times, interleaved; the table keeps each one's fastest (default 1)")
     p.add_argument("--out", default=None, help="folder for step_time.json and step_time.md")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -179,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         bundle, task, variant = json.loads(args.one)
         print(json.dumps(time_one(Path(bundle), task, variant, args.steps, args.warmup, args.threads)))
         return 0
+    variants = [v for v in args.variants.split(",") if v]
+    if not variants or any(v not in VARIANTS for v in variants):
+        p.error(f"--variants: choose from {', '.join(VARIANTS)}")
     root = Path(args.bundles_dir)
     names = args.bundles.split(",") if args.bundles else sorted(d.name for d in root.iterdir() if (d / "configs" / "train.json").is_file())
     records = []
@@ -187,15 +195,24 @@ def main(argv: list[str] | None = None) -> int:
         bundle = root / name
         if not (bundle / "configs" / "train.json").is_file():
             raise SystemExit(f"{bundle}: not a bundle with configs/train.json.")
-        tasks = bundle_tasks(bundle) if args.tasks == "all" else [bundle_configs(bundle, None)[1]]
+        if args.tasks == "all":
+            tasks = bundle_tasks(bundle)
+        elif args.tasks == "default":
+            tasks = [bundle_configs(bundle, None)[1]]
+        else:
+            tasks = [t for t in bundle_tasks(bundle) if t in args.tasks.split(",")]
         for task in tasks:
-            for variant in ("before", "after"):
-                rec = run_isolated(bundle, task, variant, args)
-                records.append(rec)
-                msg = rec.get("error") or f"{rec['total_ms']:.0f} ms/step"
-                print(f"{name} {task} {variant}: {msg}", file=sys.stderr, flush=True)
+            best: dict[str, dict[str, Any]] = {}
+            for _ in range(max(1, args.repeats)):
+                for variant in variants:
+                    rec = run_isolated(bundle, task, variant, args)
+                    msg = rec.get("error") or f"{rec['total_ms']:.0f} ms/step"
+                    print(f"{name} {task} {variant}: {msg}", file=sys.stderr, flush=True)
+                    if variant not in best or "error" in best[variant] or rec.get("total_ms", float("inf")) < best[variant].get("total_ms", float("inf")):
+                        best[variant] = rec
+            records += [best[v] for v in variants]
     md = table(records)
-    info = f"{args.steps} timed steps after {args.warmup} warm-up, {args.threads} thread(s), wall {time.perf_counter() - t0:.0f} s"
+    info = f"{args.steps} timed steps after {args.warmup} warm-up, {args.threads} thread(s), best of {max(1, args.repeats)} interleaved run(s), wall {time.perf_counter() - t0:.0f} s"
     print(md + "\n\n" + info)
     if args.out:
         out = Path(args.out)
