@@ -39,6 +39,15 @@ def ellipse_circumference(a: float, b: float) -> float:
     return math.pi * (a + b) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h)))
 
 
+def _largest_filled(m: np.ndarray) -> np.ndarray | None:
+    """The largest connected component of ``m > 0`` with its holes filled; None when empty."""
+    lab, n = ndimage.label(m > 0)
+    if n == 0:
+        return None
+    largest = 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))))
+    return ndimage.binary_fill_holes(lab == largest)
+
+
 def _moments_axes(
     mask: np.ndarray | torch.Tensor, spacing: Sequence[float] | None
 ) -> tuple[np.ndarray, float, float, tuple[float, float], tuple[float, float]] | None:
@@ -51,11 +60,9 @@ def _moments_axes(
     sy, sx = (1.0, 1.0) if spacing is None else (float(spacing[0]), float(spacing[1]))
     if spacing is not None and (len(spacing) != 2 or sy <= 0 or sx <= 0):
         raise ValueError(f"spacing must be two positive numbers (row, column), got {spacing}.")
-    lab, n = ndimage.label(m > 0)
-    if n == 0:
+    comp = _largest_filled(m)
+    if comp is None:
         return None
-    largest = 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))))
-    comp = ndimage.binary_fill_holes(lab == largest)
     rows, cols = np.nonzero(comp)
     pts = np.stack([cols * sx, rows * sy], axis=1).astype(np.float64)  # physical (x, y)
     centre = pts.mean(axis=0)
@@ -75,11 +82,9 @@ def _contour_axes(
     m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     m = np.squeeze(m)
     sy, sx = (1.0, 1.0) if spacing is None else (float(spacing[0]), float(spacing[1]))
-    lab, n = ndimage.label(m > 0)
-    if n == 0:
+    comp = _largest_filled(m)
+    if comp is None:
         return None
-    largest = 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))))
-    comp = ndimage.binary_fill_holes(lab == largest)
     edge = comp & ~ndimage.binary_erosion(comp, border_value=1)
     edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = False
     rows, cols = np.nonzero(edge)
