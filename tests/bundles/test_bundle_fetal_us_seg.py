@@ -82,6 +82,21 @@ def test_segment_own_png_writes_mask_in_input_grid_with_hc(tmp_path, data_dir, b
     assert abs(res["head_circumference"] - item["hc_mm"]) / item["hc_mm"] < 0.15, (res, item["hc_mm"])
 
 
+def test_ellipse_mask_false_from_the_command_line_writes_the_network_mask(tmp_path, data_dir, bundle_runner):
+    from morphzoo.metrics import fill_ellipse
+
+    item = _test_items(2)[1]
+    masks = {}
+    for flag in ("true", "false"):  # fire passes lower-case words as strings
+        out = tmp_path / flag
+        bundle_runner("fetal_us_seg", ["inference.json"], image=data_dir / item["image"], pixel_size_mm=item["pixel_size_mm"],
+                      output_dir=out, ellipse_mask=flag)
+        masks[flag] = np.asarray(nib.load(str(out / "mask.nii.gz")).dataobj)
+    assert (masks["true"] != masks["false"]).sum() > 0
+    redraw = {k: (fill_ellipse(m, None, "contour") != m).sum() for k, m in masks.items()}
+    assert redraw["true"] < redraw["false"], redraw  # only the default is an ellipse already
+
+
 def test_segment_own_nifti_keeps_header(tmp_path, data_dir, bundle_runner):
     from PIL import Image
 

@@ -7,7 +7,7 @@ from morphzoo.inference.prealign import PREALIGN_MODES, NetAffine, OptimAffine, 
 from morphzoo.inference.refine import FieldRefiner
 from morphzoo.inference.registrar import OUTPUT_NAMES, Registrar, RegistrationResult, load_weights, minmax_normalize
 from morphzoo.inference.reports import SUMMARY_METRICS, summarize, summary_markdown
-from morphzoo.inference.runner import RegistrationRunner, cli_errors, datalist_pairs
+from morphzoo.inference.runner import RegistrationRunner, cli_errors, cli_flag, datalist_pairs
 from morphzoo.inference.flips import FlipInferer
 from morphzoo.inference.slices import SliceWiseInferer
 from morphzoo.inference.segment import SEGMENTATION_METRICS, SegmentationRunner, Segmenter, evaluate_segmentation, segmentation_metrics

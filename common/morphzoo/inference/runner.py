@@ -13,7 +13,7 @@ from morphzoo.inference.reports import pair_name
 from morphzoo.transforms.io import InputError
 from morphzoo.transforms.subjects import read_pair_item
 
-__all__ = ["RegistrationRunner", "datalist_pairs", "cli_errors"]
+__all__ = ["RegistrationRunner", "datalist_pairs", "cli_errors", "cli_flag"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,25 @@ def datalist_pairs(datalist: str | Path, pair_set: str = "test") -> list[dict[st
         sets = sorted(k for k, v in content.items() if isinstance(v, list) and v and isinstance(v[0], dict))
         raise InputError(f"{p}: datalist has no split {pair_set!r} (splits: {', '.join(sets) or 'none'}).")
     return list(content[pair_set])
+
+
+def cli_flag(value: object, name: str = "flag") -> bool:
+    """A boolean config value as the bundle command line gives it: ``--x false`` arrives as the
+    string ``"false"`` (which Python would call true), ``--x False`` as ``False``.
+
+    Raises:
+        ValueError: for anything but a bool, 0/1 or true/false/1/0/yes/no (any case).
+    """
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", "", "none"):
+        return False
+    raise ValueError(f"--{name}: expected true or false, got {value!r}.")
 
 
 class cli_errors:
@@ -91,12 +110,12 @@ class RegistrationRunner:
         self.output_dir = Path(output_dir)
         self.moving, self.fixed = moving or None, fixed or None
         self.moving_label, self.fixed_label = moving_label or None, fixed_label or None
-        self.overwrite = overwrite in (True, "true", "True", "1", 1)
+        self.overwrite = cli_flag(overwrite, "overwrite")
         self.items = None if items is None else list(items)
         self.num_pairs = num_pairs
         self.datalist, self.pair_set, self.dataset_dir = datalist, pair_set, dataset_dir
         self.initial_transform = initial_transform or None
-        self.learn2reg = learn2reg_export in (True, "true", "True", "1", 1)
+        self.learn2reg = cli_flag(learn2reg_export, "learn2reg_export")
 
     def run(self) -> list[dict[str, float]]:
         """Register (see the class); exits with status 2 and one line on a user's bad input."""

@@ -23,6 +23,7 @@ from monai.inferers import Inferer, SimpleInferer
 
 from morphzoo.data.labels import clean_label
 from morphzoo.inference.registrar import sync_device
+from morphzoo.inference.runner import cli_flag
 from morphzoo.metrics.ellipse import fill_ellipse, fit_ellipse
 from morphzoo.metrics.labels import label_overlap_and_distance, segmentation_scores
 from morphzoo.transforms.subjects import resolve_path
@@ -112,7 +113,7 @@ class Segmenter:
         if hc_fit not in ("moments", "contour"):
             raise ValueError(f"hc_fit must be 'moments' or 'contour', got {hc_fit!r}.")
         self.hc_fit = hc_fit
-        self.ellipse_mask = bool(ellipse_mask)
+        self.ellipse_mask = cli_flag(ellipse_mask, "ellipse_mask")
 
     @property
     def num_parameters(self) -> int:
@@ -308,7 +309,7 @@ class SegmentationRunner:
         self.output_dir = Path(output_dir)
         self.image = image or None
         self.pixel_size_mm = float(pixel_size_mm) if pixel_size_mm not in (None, "", 0) else None
-        self.overwrite = overwrite in (True, "true", "True", "1", 1)
+        self.overwrite = cli_flag(overwrite, "overwrite")
         self.items = None if items is None else list(items)
         self.num_images = num_images
 

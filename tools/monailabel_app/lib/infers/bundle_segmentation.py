@@ -35,6 +35,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 
 from lib.label_io import label_suffix, write_label
+from morphzoo.inference.runner import cli_flag
 from morphzoo.transforms import FillEllipsed
 from morphzoo.transforms.io import InputError, read_image
 
@@ -82,7 +83,7 @@ class BundleSegmentationInfer(BundleInferTask):
         the bundle asks for it, the ellipse shape prior."""
         post = list(super().post_transforms(data))
         post.append(AsDiscreted(keys=self.key_pred, argmax=True))
-        if self.bundle_config.get("ellipse_mask", False) in (True, "true", "True"):
+        if cli_flag(self.bundle_config.get("ellipse_mask", False), "ellipse_mask"):
             post.append(FillEllipsed(keys=self.key_pred, method=str(self.bundle_config.get("hc_fit", "moments"))))
         return post
 
