@@ -8,9 +8,14 @@ trainer runs ``--warmup`` + ``--steps`` iterations in a fresh process with
 optimiser). Every configuration runs twice:
 
 - ``after``: the config as shipped (subjects/images cached in memory by MONAI ``CacheDataset``,
-  channels-last memory format where the bundle has the ``channels_last`` key);
-- ``before``: the same with those cuts switched off (``cache_rate`` 0, ``channels_last`` false);
-- ``cache`` (with ``--variants``): the data cache on, channels-last off, to tell the two apart.
+  freed tensor memory kept in the heap by :func:`morphzoo.engines.keep_heap`, channels-last
+  memory format where the bundle's ``channels_last`` key is on);
+- ``before``: the same with those cuts switched off (``cache_rate`` 0, ``keep_heap`` and
+  ``channels_last`` false);
+- ``cache`` (with ``--variants``): the data cache on, the others off, to tell them apart.
+
+Besides the wall time of each stage, the table gives the step's process CPU time (``cpu``),
+which other jobs sharing the machine change much less than the wall times.
 
 Both at ``--threads`` torch threads (the bundles' training runs use one thread each, two runs at a
 time on a 2-core machine). Absolute times depend on the machine and its load; the ratio within
@@ -96,9 +101,10 @@ def time_one(bundle: Path, task: str | None, variant: str, steps: int, warmup: i
             if isinstance(node, dict) and "cache_rate" in node:
                 overrides[key] = 0.0
                 cuts.append("cache")
-        if "channels_last" in parser.config:
-            overrides["channels_last"] = False
-            cuts.append("channels_last")
+        for key in ("keep_heap", "channels_last"):
+            if parser.config.get(key) is True:
+                overrides[key] = False
+                cuts.append(key)
     elif variant != "after":
         raise SystemExit(f"unknown variant {variant!r}: one of {', '.join(VARIANTS)}.")
     for key, value in overrides.items():
@@ -144,7 +150,7 @@ def run_isolated(bundle: Path, task: str, variant: str, args: argparse.Namespace
 def table(records: list[dict[str, Any]]) -> str:
     """Markdown: one row per bundle, task and variant, stage medians, and the speed-up over the
     first variant of the row group (``before`` when it ran)."""
-    head = "| bundle | task | batch | variant | data | forward | loss | backward | optimiser | step (ms) | pairs/s | peak RSS (MB) | speed-up |"
+    head = "| bundle | task | batch | variant | data | forward | loss | backward | optimiser | step (ms) | CPU (ms) | pairs/s | peak RSS (MB) | speed-up |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for r in records:
@@ -156,14 +162,14 @@ def table(records: list[dict[str, Any]]) -> str:
             if r is None:
                 continue
             if "error" in r:
-                lines.append(f"| {bundle} | {task} | | {variant} | failed: {r['error'][:80]} | | | | | | | | |")
+                lines.append(f"| {bundle} | {task} | | {variant} | failed: {r['error'][:80]} | | | | | | | | | |")
                 continue
             label = variant if variant == "after" else variant + " (" + (", ".join(f"no {c.replace('_', '-')}" for c in r["cuts"]) or "as shipped") + ")"
             speed = ""
             if r is not first and first.get("total_ms"):
                 speed = f"{first['total_ms'] / r['total_ms']:.2f}x"
             cells = " | ".join(f"{r[s + '_ms']:.0f}" for s in ("data", "forward", "loss", "backward", "optimizer"))
-            lines.append(f"| {bundle} | {task} | {r['batch_size']} | {label} | {cells} | **{r['total_ms']:.0f}** | {r['pairs_per_s']:.1f} | {r['peak_rss_mb']:.0f} | {speed} |")
+            lines.append(f"| {bundle} | {task} | {r['batch_size']} | {label} | {cells} | **{r['total_ms']:.0f}** | {r.get('cpu_ms', float('nan')):.0f} | {r['pairs_per_s']:.1f} | {r['peak_rss_mb']:.0f} | {speed} |")
     return "\n".join(lines)
 
 

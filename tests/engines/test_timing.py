@@ -46,11 +46,12 @@ def test_stages_of_a_supervised_trainer():
     trainer.run()
     assert len(timer.records) == 4
     for rec in timer.records:
-        assert set(rec) == set(STEP_STAGES) and not any(math.isnan(v) for v in rec.values())
+        assert set(rec) == {*STEP_STAGES, "cpu"} and not any(math.isnan(v) for v in rec.values())
         assert sum(rec[s] for s in STEP_STAGES if s != "total") == pytest.approx(rec["total"], rel=1e-9)
         assert rec["forward"] >= 30.0 and rec["loss"] >= 20.0  # the sleeps are lower bounds
+        assert 0.0 <= rec["cpu"] <= rec["total"] - 40.0  # sleeping takes wall time, not CPU time
     s = timer.summary()
-    assert s["steps"] == 3 and s["total_ms"] >= 50.0
+    assert s["steps"] == 3 and s["total_ms"] >= 50.0 and s["cpu_ms"] < s["total_ms"]
 
 
 def test_summary_without_timed_steps():

@@ -33,19 +33,19 @@ def test_table_speed_up_and_failures():
     tool = _tool()
     base = {s + "_ms": 10.0 for s in tool.STAGES}
     recs = [
-        {**base, "bundle": "b", "task": "t", "variant": "before", "cuts": ["cache"], "batch_size": 2, "pairs_per_s": 1.0, "peak_rss_mb": 5.0, "total_ms": 300.0},
+        {**base, "bundle": "b", "task": "t", "variant": "before", "cuts": ["cache", "keep_heap"], "batch_size": 2, "pairs_per_s": 1.0, "peak_rss_mb": 5.0, "total_ms": 300.0},
         {**base, "bundle": "b", "task": "t", "variant": "after", "cuts": [], "batch_size": 2, "pairs_per_s": 2.0, "peak_rss_mb": 5.0, "total_ms": 100.0},
         {"bundle": "c", "task": "t", "variant": "after", "error": "boom"},
     ]
     md = tool.table(recs)
-    assert "before (no cache)" in md and "3.00x" in md and "failed: boom" in md
+    assert "before (no cache, no keep-heap)" in md and "3.00x" in md and "failed: boom" in md
     assert all(line.count("|") == md.splitlines()[0].count("|") for line in md.splitlines())
 
 
 def test_one_real_step_of_fetal_us_seg(data_dir):
     tool = _tool()
     rec = tool.time_one(REPO / "bundles" / "fetal_us_seg", None, "before", steps=1, warmup=1, threads=1)
-    assert rec["cuts"] == ["cache"] and rec["task"] == "hc18_seg" and rec["steps"] == 1
+    assert rec["cuts"] == ["cache", "keep_heap"] and rec["task"] == "hc18_seg" and rec["cpu_ms"] > 0 and rec["steps"] == 1
     stages = ("data", "forward", "loss", "backward", "optimizer", "other")
     assert all(rec[s + "_ms"] > 0 for s in stages)
     assert sum(rec[s + "_ms"] for s in stages) == pytest.approx(rec["total_ms"], rel=1e-9)

@@ -1,5 +1,6 @@
 """Engines: glue between MorphZoo registration losses/networks and MONAI's ignite engines."""
 
+from morphzoo.engines.allocator import keep_heap
 from morphzoo.engines.checkpoint import ResumableCheckpoint, save_state_atomic
 from morphzoo.engines.freeze import FreezeParameters
 from morphzoo.engines.logs import TrainingLog

@@ -22,7 +22,9 @@ class StepTimer:
     and augmentation in the data loader); ``forward``: -> ``IterationEvents.FORWARD_COMPLETED``
     (batch preparation and the network); ``loss``: -> ``LOSS_COMPLETED``; ``backward``: ->
     ``BACKWARD_COMPLETED``; ``optimizer``: -> ``MODEL_COMPLETED``; ``other``: -> the end of the
-    iteration (post-processing, handlers); ``total``: the iteration from ``GET_BATCH_STARTED``.
+    iteration (post-processing, handlers); ``total``: the iteration from ``GET_BATCH_STARTED``;
+    ``cpu``: the process's CPU time (all threads, user + system) over the same span, which other
+    jobs on a shared machine change much less than the wall times.
     MONAI's ``SupervisedTrainer`` and :class:`morphzoo.engines.JointRegSegTrainer` fire them all.
     On CUDA each boundary synchronises the device, so the stages are the device's times.
 
@@ -43,6 +45,8 @@ class StepTimer:
         if self._device is not None and self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
         self._marks[name] = time.perf_counter()
+        if name in ("start", "end"):
+            self._marks["cpu_" + name] = time.process_time()
 
     def attach(self, engine: Engine) -> None:
         """Register the stage marks on ``engine`` (a MONAI trainer)."""
@@ -73,10 +77,11 @@ class StepTimer:
                 rec[stage] = float("nan")
         rec["other"] = (m["end"] - prev) * 1000.0
         rec["total"] = (m["end"] - m["start"]) * 1000.0
+        rec["cpu"] = (m["cpu_end"] - m["cpu_start"]) * 1000.0
         self.records.append(rec)
 
     def summary(self) -> dict[str, Any]:
-        """Median ms per stage over the iterations after ``warmup``, and their count.
+        """Median ms per stage (and ``cpu_ms``) over the iterations after ``warmup``, and their count.
 
         Raises:
             RuntimeError: if no iteration after the warm-up was timed.
@@ -84,6 +89,6 @@ class StepTimer:
         timed = self.records[self.warmup :]
         if not timed:
             raise RuntimeError(f"StepTimer: {len(self.records)} iteration(s) timed, none after the {self.warmup} warm-up iteration(s).")
-        out: dict[str, Any] = {f"{s}_ms": statistics.median(r[s] for r in timed) for s in STEP_STAGES}
+        out: dict[str, Any] = {f"{s}_ms": statistics.median(r[s] for r in timed) for s in (*STEP_STAGES, "cpu")}
         out["steps"] = len(timed)
         return out
