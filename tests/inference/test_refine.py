@@ -76,3 +76,21 @@ def test_refinement_has_no_way_to_read_labels() -> None:
 def test_bad_shapes_are_named() -> None:
     with pytest.raises(ValueError, match=r"\(B, 2, \*S\) field"):
         FieldRefiner(2)(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), torch.zeros(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("size", [(32, 32, 32), (3, 5, 7), (80, 120), (4, 9)])
+def test_box_mean3_matches_pooling_without_padding(size):
+    from morphzoo.inference.refine import box_mean3
+
+    x = torch.randn(2, len(size), *size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    pool = torch.nn.functional.avg_pool3d if len(size) == 3 else torch.nn.functional.avg_pool2d
+    expected = pool(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+    assert torch.allclose(box_mean3(x, range(2, x.ndim)), expected, atol=1e-12)
+
+
+def test_box_mean3_on_axes_shorter_than_the_window():
+    from morphzoo.inference.refine import box_mean3
+
+    x = torch.tensor([[[[1.0, 3.0], [5.0, 7.0]]]])  # (1, 1, 2, 2): every window holds the whole axis
+    assert torch.equal(box_mean3(x, (2, 3)), torch.full_like(x, 4.0))
+    assert torch.equal(box_mean3(torch.ones(1, 1, 1, 5), (2, 3)), torch.ones(1, 1, 1, 5))
