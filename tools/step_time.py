@@ -102,7 +102,7 @@ def time_one(bundle: Path, task: str | None, variant: str, steps: int, warmup: i
                 overrides[key] = 0.0
                 cuts.append("cache")
         for key in ("keep_heap", "channels_last"):
-            if parser.config.get(key) is True:
+            if key in parser.config and parser.get_parsed_content(key) is True:
                 overrides[key] = False
                 cuts.append(key)
     elif variant != "after":
