@@ -10,9 +10,13 @@ seconds of each arm (first step left out), their ratio, the page faults per step
 difference between the two arms' first fields (the same network: it must be float noise). CPU time
 rather than wall time, so that other jobs on the machine change the ratio little.
 
+``--no-keep-heap`` leaves glibc's allocator settings alone: run the tool once with and once
+without it to compare the ``keep_heap`` cut (CPU time and page faults per step).
+
 Usage::
 
     python tools/step_ab.py voxelmorph fmirnet fcn_deep_selfsup
+    python tools/step_ab.py voxelmorph --no-keep-heap      # against the line above: keep_heap's cut
 """
 
 from __future__ import annotations
@@ -81,13 +85,15 @@ def ab(bundle: str, steps: int = 4) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = (argv if argv is not None else sys.argv[1:]) or ["voxelmorph"]
+    args = list(argv if argv is not None else sys.argv[1:])
+    heap = "--no-keep-heap" not in args
+    names = [a for a in args if a != "--no-keep-heap"] or ["voxelmorph"]
     torch.set_num_threads(1)
     from morphzoo.engines import keep_heap
 
-    keep_heap()
+    keep_heap(heap)
     for name in names:
-        print(json.dumps(ab(name)), flush=True)
+        print(json.dumps({**ab(name), "keep_heap": heap}), flush=True)
     return 0
 
 

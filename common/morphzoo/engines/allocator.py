@@ -6,7 +6,8 @@ unmapped every time, and the heap top is trimmed back to the system, so every st
 kernel to zero the same pages again: about 250,000 minor page faults per VoxelMorph 64^3 step
 on one thread. Raising the mmap and trim thresholds keeps those pages: measured on the
 2-core AMD EPYC machine, one thread, the voxelmorph 3D step's CPU time fell by 17 % (5.6 s
-to 4.7 s, page faults 250,000 to 28,000 per step). The environment variables
+to 4.7 s, page faults 250,000 to 28,000 per step; ``python tools/step_ab.py voxelmorph`` with
+and without ``--no-keep-heap``). The environment variables
 ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` do the same, but only when set before the
 process starts; this works from a bundle's ``initialize`` list.
 
