@@ -244,6 +244,43 @@ def test_resumable_checkpoint_finished_run_is_extended(tmp_path):
     assert its == [5, 6] and engine2.state.epoch == 3
 
 
+def test_resumable_checkpoint_configured_learning_rate_wins(tmp_path):
+    data = [(_X, _Y)] * 2
+    model, opt, engine = _make()  # lr 0.05
+    ResumableCheckpoint(str(tmp_path), {"model": model, "optimizer": opt}, save_interval=0).attach(engine)
+    engine.run(data, max_epochs=1)
+    saved_avg = [opt.state[p]["exp_avg"].clone() for p in model.parameters()]
+
+    # resumed with a lower configured rate: the moments come from the checkpoint, the rate does not
+    model2, opt2, engine2 = _make(seed=5)
+    for g in opt2.param_groups:
+        g["lr"] = 0.005
+    ResumableCheckpoint(str(tmp_path), {"model": model2, "optimizer": opt2}, save_interval=0).attach(engine2)
+    seen = {}
+    engine2.add_event_handler(
+        Events.STARTED, lambda e: seen.update(lr=opt2.param_groups[0]["lr"], avg=[opt2.state[p]["exp_avg"].clone() for p in model2.parameters()])
+    )
+    engine2.run(data, max_epochs=2)
+    assert seen["lr"] == 0.005
+    for a, b in zip(seen["avg"], saved_avg):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    # with a scheduler in the checkpoint, the scheduler owns the rate: the checkpoint's is kept
+    model3, opt3, engine3 = _make(seed=6)
+    sched = torch.optim.lr_scheduler.StepLR(opt3, step_size=100)
+    ckpt_dir = tmp_path / "with_sched"
+    ResumableCheckpoint(str(ckpt_dir), {"model": model3, "optimizer": opt3, "lr_scheduler": sched}, save_interval=0).attach(engine3)
+    engine3.run(data, max_epochs=1)
+    model4, opt4, engine4 = _make(seed=7)
+    for g in opt4.param_groups:
+        g["lr"] = 0.005
+    sched4 = torch.optim.lr_scheduler.StepLR(opt4, step_size=100)
+    ResumableCheckpoint(str(ckpt_dir), {"model": model4, "optimizer": opt4, "lr_scheduler": sched4}, save_interval=0).attach(engine4)
+    engine4.add_event_handler(Events.STARTED, lambda e: seen.update(lr4=opt4.param_groups[0]["lr"]))
+    engine4.run(data, max_epochs=2)
+    assert seen["lr4"] == 0.05
+
+
 # ----------------------------------------------------------------------------- TrainingLog
 class _Terms:
     last_terms = {"similarity": -0.5, "regularization": 0.25}

@@ -23,6 +23,12 @@ class ResumableCheckpoint:
     restore it when the trainer starts, so a run killed mid-epoch resumes from its last
     checkpoint with the same optimizer state and iteration count.
 
+    Two settings of the new run win over the checkpoint, so a finished or plateaued run can be
+    continued differently: ``max_epochs`` (a run can be extended) and, unless ``save_dict`` holds
+    a learning-rate scheduler (``lr_scheduler``/``scheduler``), each optimizer's configured
+    learning rate (a resumed run can be annealed with ``--learning_rate``). With an unchanged
+    configuration both equal the checkpoint's, so resuming reproduces an uninterrupted run.
+
     Args:
         ckpt_dir: folder of the resume checkpoint.
         save_dict: objects with ``state_dict``/``load_state_dict`` (network, optimizer, scheduler);
@@ -54,9 +60,20 @@ class ResumableCheckpoint:
             return
         max_epochs = engine.state.max_epochs
         ckpt = torch.load(self.path, map_location="cpu", weights_only=True)
+        has_scheduler = any(k in self.save_dict for k in ("lr_scheduler", "scheduler"))
+        configured = {
+            k: [g["lr"] for g in o.param_groups]
+            for k, o in self.save_dict.items()
+            if isinstance(o, torch.optim.Optimizer) and not has_scheduler
+        }
         Checkpoint.load_objects(to_load=self.save_dict, checkpoint=ckpt)
         if max_epochs is not None:  # the configured length wins, so a finished run can be extended
             engine.state.max_epochs = max(max_epochs, engine.state.epoch)
+        for k, lrs in configured.items():  # the configured learning rate wins, so a run can be annealed
+            for group, lr in zip(self.save_dict[k].param_groups, lrs):
+                if group["lr"] != lr:
+                    logger.info("%s: learning rate %g from the checkpoint replaced by the configured %g", k, group["lr"], lr)
+                group["lr"] = lr
         logger.info("resumed from %s at epoch %d, iteration %d", self.path, engine.state.epoch, engine.state.iteration)
 
     def save(self, engine: Engine) -> None:
