@@ -23,6 +23,7 @@ from monai.inferers import Inferer
 from monai.networks.blocks import DVF2DDF, Warp
 from monai.transforms import MapTransform
 
+from morphzoo.engines.precision import resolve_autocast
 from morphzoo.networks.nets.fcn_deep_selfsup import resize_displacement
 from morphzoo.transforms.affine import affine_to_ddf
 
@@ -82,19 +83,34 @@ class RegistrationInferer(Inferer):
         return_all: pass through a list of fields when the network returns several (multi-scale
             training losses); otherwise the first (finest) is returned, resized to the input grid
             (values rescaled) if it is coarser (a cascade trained one coarse stage at a time).
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"auto"``: run the network's forward pass
+            under bf16 autocast where the device has native bf16
+            (:func:`morphzoo.engines.resolve_autocast`); the returned fields are fp32 and the
+            integration, warping and loss stay fp32.
     """
 
-    def __init__(self, integration_steps: int = 0, return_all: bool = False) -> None:
+    def __init__(self, integration_steps: int = 0, return_all: bool = False, precision: str | None = "fp32") -> None:
         super().__init__()
         self.integration_steps = int(integration_steps)
         self.return_all = return_all
+        self.precision = precision
+        resolve_autocast(precision)  # a bad setting fails at construction, not at the first step
+        self._dtypes: dict[str, torch.dtype | None] = {}
         self.dvf2ddf = DVF2DDF(num_steps=self.integration_steps) if self.integration_steps > 0 else None
 
     def _integrate(self, field: torch.Tensor) -> torch.Tensor:
+        field = field.float()
         return self.dvf2ddf(field) if self.dvf2ddf is not None else field
 
+    def _autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        if device.type not in self._dtypes:
+            self._dtypes[device.type] = resolve_autocast(self.precision, device)
+        return self._dtypes[device.type]
+
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        out = network(inputs, *args, **kwargs)
+        dtype = self._autocast_dtype(inputs.device)
+        with torch.autocast(device_type=inputs.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            out = network(inputs, *args, **kwargs)
         if isinstance(out, (list, tuple)):
             fields = [self._integrate(f) for f in out]
             if self.return_all:
