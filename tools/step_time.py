@@ -12,7 +12,10 @@ optimiser). Every configuration runs twice:
   memory format where the bundle's ``channels_last`` key is on);
 - ``before``: the same with those cuts switched off (``cache_rate`` 0, ``keep_heap`` and
   ``channels_last`` false);
-- ``cache`` (with ``--variants``): the data cache on, the others off, to tell them apart.
+- ``cache`` (with ``--variants``): the data cache on, the others off, to tell them apart;
+- ``bf16`` (with ``--variants``): ``after`` plus bf16 autocast of the network's forward pass
+  (``precision: bf16``, :func:`morphzoo.engines.resolve_autocast`; fp32 where the CPU has no native
+  bf16, which the record's ``bf16_native`` says).
 
 Besides the wall time of each stage, the table gives the step's process CPU time (``cpu``),
 which other jobs sharing the machine change much less than the wall times.
@@ -45,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ("data", "forward", "loss", "backward", "optimizer", "other", "total")
 CACHE_KEYS = ("train#subjects#cache_rate", "train#dataset#cache_rate")
 SUBSET_KEYS = {"max_train_subjects": 12, "max_train_images": 24}
-VARIANTS = ("before", "cache", "after")
+VARIANTS = ("before", "cache", "after", "bf16")
 
 
 def bundle_configs(bundle: Path, task: str | None) -> tuple[list[str], str]:
@@ -73,7 +76,7 @@ def time_one(bundle: Path, task: str | None, variant: str, steps: int, warmup: i
     import torch
     from monai.bundle import ConfigParser
 
-    from morphzoo.engines import StepTimer
+    from morphzoo.engines import StepTimer, bf16_supported
 
     files, task = bundle_configs(bundle, task)
     parser = ConfigParser()
@@ -105,6 +108,11 @@ def time_one(bundle: Path, task: str | None, variant: str, steps: int, warmup: i
             if key in parser.config and parser.get_parsed_content(key) is True:
                 overrides[key] = False
                 cuts.append(key)
+    elif variant == "bf16":
+        if "precision" not in parser.config:
+            raise SystemExit(f"{bundle.name}: its train config has no 'precision' key for the bf16 variant.")
+        overrides["precision"] = "bf16"
+        cuts.append("bf16")
     elif variant != "after":
         raise SystemExit(f"unknown variant {variant!r}: one of {', '.join(VARIANTS)}.")
     for key, value in overrides.items():
@@ -131,6 +139,7 @@ def time_one(bundle: Path, task: str | None, variant: str, steps: int, warmup: i
         build_s=build_s,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         parameters=sum(p.numel() for p in network.parameters()),
+        bf16_native=bf16_supported("cpu"),
     )
     return rec
 
@@ -164,7 +173,12 @@ def table(records: list[dict[str, Any]]) -> str:
             if "error" in r:
                 lines.append(f"| {bundle} | {task} | | {variant} | failed: {r['error'][:80]} | | | | | | | | | |")
                 continue
-            label = variant if variant == "after" else variant + " (" + (", ".join(f"no {c.replace('_', '-')}" for c in r["cuts"]) or "as shipped") + ")"
+            if variant == "after":
+                label = variant
+            elif variant == "bf16":
+                label = "bf16 (after + bf16 autocast" + ("" if r.get("bf16_native", True) else ", not native: fp32") + ")"
+            else:
+                label = variant + " (" + (", ".join(f"no {c.replace('_', '-')}" for c in r["cuts"]) or "as shipped") + ")"
             speed = ""
             if r is not first and first.get("total_ms"):
                 speed = f"{first['total_ms'] / r['total_ms']:.2f}x"

@@ -35,10 +35,12 @@ def test_table_speed_up_and_failures():
     recs = [
         {**base, "bundle": "b", "task": "t", "variant": "before", "cuts": ["cache", "keep_heap"], "batch_size": 2, "pairs_per_s": 1.0, "peak_rss_mb": 5.0, "total_ms": 300.0},
         {**base, "bundle": "b", "task": "t", "variant": "after", "cuts": [], "batch_size": 2, "pairs_per_s": 2.0, "peak_rss_mb": 5.0, "total_ms": 100.0},
+        {**base, "bundle": "b", "task": "t", "variant": "bf16", "cuts": ["bf16"], "batch_size": 2, "pairs_per_s": 4.0, "peak_rss_mb": 5.0, "total_ms": 50.0, "bf16_native": False},
         {"bundle": "c", "task": "t", "variant": "after", "error": "boom"},
     ]
     md = tool.table(recs)
     assert "before (no cache, no keep-heap)" in md and "3.00x" in md and "failed: boom" in md
+    assert "bf16 (after + bf16 autocast, not native: fp32)" in md and "6.00x" in md
     assert all(line.count("|") == md.splitlines()[0].count("|") for line in md.splitlines())
 
 
