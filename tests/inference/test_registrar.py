@@ -173,6 +173,39 @@ def test_network_grid_field_is_rescaled(synthetic_pair, smooth_volume):
     np.testing.assert_allclose(res.warped[:, :, :11], vol[:, :, 4:], atol=1e-4)
 
 
+@pytest.mark.parametrize("grid", ["network", "fixed"])
+def test_refine_grid_network_or_fixed(grid, smooth_volume):
+    """The refinement stage sees the network grid (8^3) or the fixed grid (15^3), with the
+    network's field rescaled to it, and its output is the pipeline's field on the fixed grid."""
+
+    class ConstNet(nn.Module):
+        def forward(self, x):
+            f = torch.zeros(1, 3, *x.shape[2:])
+            f[:, 2] = 2.0
+            return f
+
+    seen = {}
+
+    def refine(moving, fixed, ddf):
+        seen.update(moving=tuple(moving.shape), fixed=tuple(fixed.shape), ddf=ddf.clone())
+        return ddf + 1.0  # one voxel more on every axis, on the grid it was given
+
+    reg = Registrar(ConstNet(), 3, spatial_size=(8, 8, 8), device="cpu", refine=refine, refine_grid=grid)
+    vol = smooth_volume((15, 15, 15), 9)
+    from morphzoo.transforms.io import ImageRecord
+
+    rec = ImageRecord(vol, np.eye(4), (1.0, 1.0, 1.0), "x.nii.gz", "nifti")
+    res = reg.register_records(rec, rec)
+    n = 8 if grid == "network" else 15
+    assert seen["moving"] == seen["fixed"] == (1, 1, n, n, n) and seen["ddf"].shape == (1, 3, n, n, n)
+    torch.testing.assert_close(seen["ddf"][0, 2], torch.full((n, n, n), 2.0 * (n - 1) / 7), rtol=0, atol=1e-5)
+    scale = 14 / 7 if grid == "network" else 1.0  # refined on 8^3: its +1 is 2 voxels at 15^3
+    np.testing.assert_allclose(res.ddf[2], 4.0 + scale, atol=1e-4)
+    np.testing.assert_allclose(res.ddf[:2], scale, atol=1e-4)
+    with pytest.raises(ValueError, match="refine_grid"):
+        Registrar(ConstNet(), 3, device="cpu", refine_grid="moving")
+
+
 def test_2d_moving_with_3d_fixed_raises(tmp_path, synthetic_pair, save_nifti):
     flat = save_nifti(tmp_path / "flat.nii.gz", np.arange(256, dtype=np.float32).reshape(16, 16))
     reg = identity_registrar(3, device="cpu")

@@ -142,6 +142,10 @@ class Registrar:
             (:func:`morphzoo.inference.prealign.make_prealign`); ``None`` skips it.
         refine: label-free stage ``refine(moving, fixed, ddf) -> ddf`` run after the network on
             the network grid (:class:`morphzoo.inference.FieldRefiner`); ``None`` skips it.
+        refine_grid: ``"network"`` (default): refine on the network grid; ``"fixed"``: upsample
+            the network's field to the fixed image's grid first and refine there, for networks run
+            on a coarser grid than the images (the moving image is still resampled once, by the
+            composed transform, for the output).
     """
 
     def __init__(
@@ -156,6 +160,7 @@ class Registrar:
         field_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         prealign: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         refine: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        refine_grid: str = "network",
     ) -> None:
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
@@ -173,6 +178,9 @@ class Registrar:
         self.field_fn = field_fn
         self.prealign = prealign
         self.refine = refine
+        if refine_grid not in ("network", "fixed"):
+            raise ValueError(f"refine_grid must be 'network' or 'fixed', got {refine_grid!r}.")
+        self.refine_grid = refine_grid
         self.warp = Warp(mode="bilinear", padding_mode="border")
         self.warp_nearest = Warp(mode="nearest", padding_mode="zeros")
         self._warm = False
@@ -214,7 +222,12 @@ class Registrar:
                     ddf = self.inferer(torch.cat([mov_n, fix_n], dim=1), self.network)
         if self.refine is not None:
             with clock("refine_ms"):
-                ddf = self.refine(mov_n, fix_n, ddf.float())
+                if self.refine_grid == "fixed" and tuple(net_size) != size:
+                    with torch.no_grad():
+                        mov_f = resample_affine(moving, theta, size) if theta is not None else moving
+                    ddf = self.refine(mov_f, fixed, resize_field(ddf.float().detach(), size))
+                else:
+                    ddf = self.refine(mov_n, fix_n, ddf.float())
         ddf = resize_field(ddf.float().detach(), size)
         self.last_theta = theta
         return compose_affine_field(theta, ddf) if theta is not None else ddf
