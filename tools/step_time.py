@@ -11,7 +11,7 @@ optimiser). Every configuration runs twice:
   freed tensor memory kept in the heap by :func:`morphzoo.engines.keep_heap`, channels-last
   memory format where the bundle's ``channels_last`` key is on);
 - ``before``: the same with those cuts switched off (``cache_rate`` 0, ``keep_heap`` and
-  ``channels_last`` false);
+  ``channels_last`` false, ``precision`` fp32 where the bundle ships ``auto``/``bf16``);
 - ``cache`` (with ``--variants``): the data cache on, the others off, to tell them apart;
 - ``bf16`` (with ``--variants``): ``after`` plus bf16 autocast of the network's forward pass
   (``precision: bf16``, :func:`morphzoo.engines.resolve_autocast`; fp32 where the CPU has no native
@@ -108,6 +108,9 @@ def time_one(bundle: Path, task: str | None, variant: str, steps: int, warmup: i
             if key in parser.config and parser.get_parsed_content(key) is True:
                 overrides[key] = False
                 cuts.append(key)
+        if str(parser.config.get("precision", "fp32")).lower() != "fp32":  # a bundle shipped with bf16 on
+            overrides["precision"] = "fp32"
+            cuts.append("bf16")
     elif variant == "bf16":
         if "precision" not in parser.config:
             raise SystemExit(f"{bundle.name}: its train config has no 'precision' key for the bf16 variant.")

@@ -52,3 +52,10 @@ def test_one_real_step_of_fetal_us_seg(data_dir):
     assert all(rec[s + "_ms"] > 0 for s in stages)
     assert sum(rec[s + "_ms"] for s in stages) == pytest.approx(rec["total_ms"], rel=1e-9)
     assert rec["pairs_per_s"] == pytest.approx(rec["batch_size"] / rec["total_ms"] * 1000.0)
+
+
+def test_before_variant_switches_a_shipped_bf16_off(data_dir):
+    """voxelmorph's hippocampus3d config ships ``precision: auto``; its ``before`` row must be fp32."""
+    tool = _tool()
+    rec = tool.time_one(REPO / "bundles" / "voxelmorph", None, "before", steps=1, warmup=0, threads=1)
+    assert rec["task"] == "hippocampus3d" and "bf16" in rec["cuts"] and rec["steps"] == 1
