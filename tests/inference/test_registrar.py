@@ -206,6 +206,41 @@ def test_refine_grid_network_or_fixed(grid, smooth_volume):
         Registrar(ConstNet(), 3, device="cpu", refine_grid="moving")
 
 
+@pytest.mark.parametrize("passes", [1, 2, 3])
+def test_network_passes_compose_on_the_warped_moving_image(passes, smooth_volume):
+    """Each pass after the first sees the moving image warped by the field so far; constant shifts
+    compose to their sum, and the output is still one interpolation of the moving image."""
+
+    seen = []
+
+    class ConstNet(nn.Module):
+        def forward(self, x):
+            seen.append(x[:, :1].clone())
+            f = torch.zeros(1, 3, *x.shape[2:])
+            f[:, 2] = 1.0
+            return f
+
+    reg = Registrar(ConstNet(), 3, device="cpu", size_multiple=1, network_passes=passes)
+    vol = smooth_volume((15, 15, 15), 9)
+    from morphzoo.transforms.io import ImageRecord
+
+    rec = ImageRecord(vol, np.eye(4), (1.0, 1.0, 1.0), "x.nii.gz", "nifti")
+    seen.clear()
+    res = reg.register_records(rec, rec)
+    assert len(seen) == 2 * passes  # the untimed warm-up call and the timed one
+    np.testing.assert_allclose(res.ddf[2], float(passes), atol=1e-5)
+    np.testing.assert_allclose(res.ddf[:2], 0.0, atol=1e-6)
+    for k in range(1, passes):  # pass k + 1 registers the moving image shifted by k voxels
+        np.testing.assert_allclose(seen[passes + k][0, 0, :, :, : 15 - k].numpy(), seen[passes][0, 0, :, :, k:].numpy(), atol=1e-5)
+    np.testing.assert_allclose(res.warped[:, :, : 15 - passes], vol[:, :, passes:], atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_network_passes_must_be_positive_integer(bad):
+    with pytest.raises(ValueError, match="network_passes"):
+        Registrar(nn.Identity(), 3, device="cpu", network_passes=bad)
+
+
 def test_2d_moving_with_3d_fixed_raises(tmp_path, synthetic_pair, save_nifti):
     flat = save_nifti(tmp_path / "flat.nii.gz", np.arange(256, dtype=np.float32).reshape(16, 16))
     reg = identity_registrar(3, device="cpu")

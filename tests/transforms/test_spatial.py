@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from morphzoo.transforms.io import ImageRecord, read_image
-from morphzoo.transforms.spatial import resample_to_reference, resize_field, resize_image
+from monai.networks.blocks import Warp
+
+from morphzoo.transforms.spatial import compose_ddf, resample_to_reference, resize_field, resize_image
 
 
 def _linear(x, y, z):
@@ -144,3 +146,68 @@ def test_other_orientation_lands_on_reference(tmp_path, hippo_img, save_nifti, h
     M = read_image(save_nifti(tmp_path / f"{how}.nii.gz", arr, aff))
     assert M.affine[0, 0] != 1.0
     np.testing.assert_allclose(resample_to_reference(M, F), a, atol=1e-3)
+
+
+def _smooth_field(shape, amp, seed):
+    g = torch.Generator().manual_seed(seed)
+    n = len(shape)
+    coarse = torch.randn(1, n, *[4] * n, generator=g) * amp
+    mode = "bilinear" if n == 2 else "trilinear"
+    return torch.nn.functional.interpolate(coarse, size=shape, mode=mode, align_corners=True)
+
+
+def _linear_field(shape, a, b):
+    """``u(x) = a x + b`` on the voxel grid ``shape``: ``(1, N, *shape)``."""
+    pos = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in shape], indexing="ij"))
+    return (torch.einsum("ij,j...->i...", a, pos) + b.view(-1, *[1] * len(shape)))[None]
+
+
+@pytest.mark.parametrize("shape", [(40, 48), (24, 28, 20)])
+def test_compose_ddf_of_affine_fields_is_exact(shape):
+    """Two linear fields compose to ``r(x) + u(x + r(x)) = (A + B + AB) x + (Ac + b + c)``; linear
+    sampling of a linear field is exact, so away from the border the composition is too."""
+    n = len(shape)
+    g = torch.Generator().manual_seed(0)
+    a, b = 0.05 * torch.randn(n, n, generator=g, dtype=torch.float64), torch.randn(n, generator=g, dtype=torch.float64)
+    bm, c = 0.05 * torch.randn(n, n, generator=g, dtype=torch.float64), torch.randn(n, generator=g, dtype=torch.float64)
+    u, r = _linear_field(shape, a, b), _linear_field(shape, bm, c)
+    expected = _linear_field(shape, a + bm + a @ bm, a @ c + b + c)
+    inner = (slice(None), slice(None)) + tuple(slice(6, s - 6) for s in shape)  # x + r(x) stays inside
+    torch.testing.assert_close(compose_ddf(u.float(), r.float())[inner], expected.float()[inner], rtol=0, atol=1e-4)
+    assert (u + r - expected)[inner].abs().max() > 0.05  # the plain sum is not the composition
+
+
+@pytest.mark.parametrize("shape", [(40, 48), (24, 28, 20)])
+def test_compose_ddf_warps_like_warping_twice(shape):
+    """Warping a smooth image once by the composed field is closer to warping it by ``ddf`` then by
+    ``residual`` than warping by their sum is (what is left is the second interpolation's error)."""
+    n = len(shape)
+    pos = torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij")
+    image = torch.sin(sum((k + 1) * p for k, p in enumerate(pos)) / 7.0)[None, None]
+    u, r = _smooth_field(shape, 1.5, 1), _smooth_field(shape, 1.0, 2)
+    warp = Warp(mode="bilinear", padding_mode="border")
+    twice = warp(warp(image, u), r)
+    inner = (slice(None), slice(None)) + tuple(slice(5, s - 5) for s in shape)
+    err_once = (warp(image, compose_ddf(u, r)) - twice)[inner].abs().mean()
+    err_sum = (warp(image, u + r) - twice)[inner].abs().mean()
+    assert err_once < 0.5 * err_sum and err_once < 0.02
+    assert compose_ddf(u, r).shape == (1, n, *shape)
+
+
+def test_compose_ddf_constant_fields_add_and_identity():
+    u = torch.zeros(1, 3, 6, 7, 8)
+    u[:, 0] = 1.5
+    r = torch.zeros_like(u)
+    r[:, 2] = -0.5
+    c = compose_ddf(u, r)
+    torch.testing.assert_close(c[:, 0], torch.full_like(c[:, 0], 1.5))
+    torch.testing.assert_close(c[:, 2], torch.full_like(c[:, 2], -0.5))
+    torch.testing.assert_close(compose_ddf(u, torch.zeros_like(u)), u)
+    torch.testing.assert_close(compose_ddf(torch.zeros_like(u), r), r)
+
+
+def test_compose_ddf_rejects_bad_shapes():
+    with pytest.raises(ValueError, match=r"\(1, 2, 8, 8\) and \(1, 2, 8, 9\)"):
+        compose_ddf(torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 9))
+    with pytest.raises(ValueError, match="compose_ddf"):
+        compose_ddf(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))

@@ -44,6 +44,7 @@ from morphzoo.transforms.io import (
 from morphzoo.transforms.affine import compose_affine_field, resample_affine, theta_from_voxel, theta_to_voxel
 from morphzoo.transforms.itk_export import TRANSFORM_NAMES, read_initial_transform, write_transforms
 from morphzoo.transforms.spatial import (
+    compose_ddf,
     reference_to_moving_voxels,
     resample_to_reference,
     resize_field,
@@ -146,6 +147,11 @@ class Registrar:
             the network's field to the fixed image's grid first and refine there, for networks run
             on a coarser grid than the images (the moving image is still resampled once, by the
             composed transform, for the output).
+        network_passes: how many times the network (or ``field_fn``) runs: pass k > 1 registers the
+            moving image warped by the field so far to the fixed image and its field is composed
+            with it (:func:`~morphzoo.transforms.compose_ddf`; a recursive cascade with shared
+            weights, Zhao et al., ICCV 2019, at inference). The moving image is interpolated once,
+            by the composed field; ``network_ms`` counts every pass.
     """
 
     def __init__(
@@ -161,6 +167,7 @@ class Registrar:
         prealign: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         refine: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         refine_grid: str = "network",
+        network_passes: int = 1,
     ) -> None:
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
@@ -181,6 +188,9 @@ class Registrar:
         if refine_grid not in ("network", "fixed"):
             raise ValueError(f"refine_grid must be 'network' or 'fixed', got {refine_grid!r}.")
         self.refine_grid = refine_grid
+        if int(network_passes) != network_passes or network_passes < 1:
+            raise ValueError(f"network_passes must be a positive integer, got {network_passes!r}.")
+        self.network_passes = int(network_passes)
         self.warp = Warp(mode="bilinear", padding_mode="border")
         self.warp_nearest = Warp(mode="nearest", padding_mode="zeros")
         self._warm = False
@@ -216,10 +226,9 @@ class Registrar:
                     theta = self.prealign(resize_image(moving, net_size), fix_n).to(moving.dtype)
             mov_n = resample_affine(moving, theta, net_size) if theta is not None else resize_image(moving, net_size)
             with clock("network_ms"):
-                if self.field_fn is not None:
-                    ddf = self.field_fn(mov_n, fix_n)
-                else:
-                    ddf = self.inferer(torch.cat([mov_n, fix_n], dim=1), self.network)
+                ddf = self._network_field(mov_n, fix_n)
+                for _ in range(self.network_passes - 1):
+                    ddf = compose_ddf(ddf.float(), self._network_field(self.warp(mov_n, ddf.float()), fix_n).float())
         if self.refine is not None:
             with clock("refine_ms"):
                 if self.refine_grid == "fixed" and tuple(net_size) != size:
@@ -231,6 +240,11 @@ class Registrar:
         ddf = resize_field(ddf.float().detach(), size)
         self.last_theta = theta
         return compose_affine_field(theta, ddf) if theta is not None else ddf
+
+    def _network_field(self, mov_n: torch.Tensor, fix_n: torch.Tensor) -> torch.Tensor:
+        if self.field_fn is not None:
+            return self.field_fn(mov_n, fix_n)
+        return self.inferer(torch.cat([mov_n, fix_n], dim=1), self.network)
 
     def _sync(self) -> None:
         sync_device(self.device)

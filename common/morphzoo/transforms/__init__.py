@@ -12,7 +12,7 @@ from morphzoo.transforms.io import (
 )
 from morphzoo.transforms.load import LoadSubjectd
 from morphzoo.transforms.pairs import PairDataset, pair_indices
-from morphzoo.transforms.spatial import reference_to_moving_voxels, resample_to_reference, resize_field, resize_image, warp_from_reference
+from morphzoo.transforms.spatial import compose_ddf, reference_to_moving_voxels, resample_to_reference, resize_field, resize_image, warp_from_reference
 from morphzoo.transforms.slices import RandSlicePaird, ResizeInPlaned
 from morphzoo.transforms.shape import FillEllipsed
 from morphzoo.transforms.affine import affine_to_ddf, compose_affine_field, resample_affine

@@ -10,11 +10,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
+from monai.networks.blocks import Warp
 from monai.transforms import SpatialResample
 
 from morphzoo.transforms.io import ImageRecord
 
-__all__ = ["resample_to_reference", "reference_to_moving_voxels", "warp_from_reference", "resize_image", "resize_field"]
+__all__ = [
+    "resample_to_reference",
+    "reference_to_moving_voxels",
+    "warp_from_reference",
+    "resize_image",
+    "resize_field",
+    "compose_ddf",
+]
 
 
 def resample_to_reference(moving: ImageRecord, reference: ImageRecord, *, label: bool = False) -> np.ndarray:
@@ -131,3 +139,29 @@ def resize_field(ddf: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     out = resize_image(ddf, size)
     scale = torch.tensor([(m - 1) / max(n - 1, 1) for m, n in zip(size, src)], dtype=ddf.dtype, device=ddf.device)
     return out * scale.view(1, -1, *([1] * len(size)))
+
+
+_FIELD_WARP = Warp(mode="bilinear", padding_mode="border")
+
+
+def compose_ddf(ddf: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """The one field that warps like ``ddf`` followed by ``residual`` (MONAI ``Warp`` convention).
+
+    ``Warp(Warp(m, ddf), residual)(x) = m(x + r(x) + u(x + r(x)))``, so the composed displacement is
+    ``r + u o (id + r)``: ``ddf`` is sampled at the points the residual moves to (linear, border
+    padding) and the residual added. A recursive cascade (a network applied again to its own warped
+    output) composes its passes this way, so the moving image is still interpolated once.
+
+    Args:
+        ddf: the first field ``u``, ``(B, N, *S)`` in voxels of the grid ``S``.
+        residual: the field ``r`` found on ``Warp(m, ddf)``, same shape.
+
+    Returns:
+        ``(B, N, *S)``, ``r + Warp(u, r)``.
+
+    Raises:
+        ValueError: if the shapes differ or are not ``(B, N, *S)`` with ``N = len(S)`` in 2 or 3.
+    """
+    if ddf.shape != residual.shape or ddf.ndim not in (4, 5) or ddf.shape[1] != ddf.ndim - 2:
+        raise ValueError(f"compose_ddf needs two (B, N, *S) fields of one shape, got {tuple(ddf.shape)} and {tuple(residual.shape)}.")
+    return residual + _FIELD_WARP(ddf, residual)
