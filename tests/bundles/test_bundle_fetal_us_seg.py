@@ -60,6 +60,19 @@ def test_train_one_short_epoch_on_real_data(tmp_path, data_dir, bundle_runner):
     assert set(ckpt) >= {"network", "optimizer", "lr_scheduler", "trainer"} and ckpt["trainer"]["iteration"] == 2
 
 
+def test_training_starts_from_init_checkpoint(tmp_path, data_dir, bundle_runner):
+    """--init_checkpoint fine-tunes from a weight file (e.g. the shipped one at another input size):
+    with learning rate 0 every parameter of the saved model is the file's (BN statistics move)."""
+    shipped = torch.load(BUNDLE / "models" / "model.pt", weights_only=True)
+    bundle_runner("fetal_us_seg", ["train.json"], epoch_length=1, max_epochs=1, max_train_images=8, max_val_images=2,
+                  learning_rate=0.0, spatial_size=[128, 192], init_checkpoint=BUNDLE / "models" / "model.pt",
+                  output_dir=tmp_path / "run", ckpt_dir=tmp_path / "models")
+    saved = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    names = [k for k in shipped if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert len(names) > 50 and set(saved) == set(shipped)
+    for k in names:
+        torch.testing.assert_close(saved[k], shipped[k], rtol=0, atol=0, msg=k)
+
 def test_segment_own_png_writes_mask_in_input_grid_with_hc(tmp_path, data_dir, bundle_runner):
     item = _test_items(1)[0]
     out = tmp_path / "out"
