@@ -197,3 +197,12 @@ def test_multi_gpu_train_two_processes_gloo(tmp_path, data_dir, bundle_command):
     assert (tmp_path / "models" / "model.pt").is_file()
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in ckpt["network"])
+
+
+def test_calibrate_prints_each_networks_hc_offset_on_validation_images(bundle_runner):
+    """`run_id calibrate` measures hc_offset_px on the networks' own validation masks (never test)."""
+    proc = bundle_runner("fetal_us_seg", ["inference.json", "evaluate.json"], run_id="calibrate", num_images=3)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1]
+    offsets = json.loads(line)
+    assert set(offsets) == {"fetal_us_seg", "plain_unet"}
+    assert all(0.0 < v < 6.0 for v in offsets.values()), offsets

@@ -10,4 +10,11 @@ from morphzoo.inference.reports import SUMMARY_METRICS, summarize, summary_markd
 from morphzoo.inference.runner import RegistrationRunner, cli_errors, cli_flag, datalist_pairs
 from morphzoo.inference.flips import FlipInferer
 from morphzoo.inference.slices import SliceWiseInferer
-from morphzoo.inference.segment import SEGMENTATION_METRICS, SegmentationRunner, Segmenter, evaluate_segmentation, segmentation_metrics
+from morphzoo.inference.segment import (
+    SEGMENTATION_METRICS,
+    SegmentationRunner,
+    Segmenter,
+    calibrate_hc_offset,
+    evaluate_segmentation,
+    segmentation_metrics,
+)

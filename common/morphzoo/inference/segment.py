@@ -24,7 +24,7 @@ from monai.inferers import Inferer, SimpleInferer
 from morphzoo.data.labels import clean_label
 from morphzoo.inference.registrar import sync_device
 from morphzoo.inference.runner import cli_flag
-from morphzoo.metrics.ellipse import fill_ellipse, fit_ellipse
+from morphzoo.metrics.ellipse import contour_offset, fill_ellipse, fit_ellipse
 from morphzoo.metrics.labels import label_overlap_and_distance, segmentation_scores
 from morphzoo.transforms.subjects import resolve_path
 from morphzoo.transforms.io import (
@@ -38,7 +38,15 @@ from morphzoo.transforms.io import (
     write_png,
 )
 
-__all__ = ["Segmenter", "SegmentationResult", "SegmentationRunner", "evaluate_segmentation", "segmentation_metrics", "SEGMENTATION_METRICS"]
+__all__ = [
+    "Segmenter",
+    "SegmentationResult",
+    "SegmentationRunner",
+    "evaluate_segmentation",
+    "calibrate_hc_offset",
+    "segmentation_metrics",
+    "SEGMENTATION_METRICS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +213,46 @@ class Segmenter:
 
 def _item_name(item: Mapping[str, Any], k: int) -> str:
     return Path(str(item["image"])).name.split(".")[0] or f"image_{k:03d}"
+
+
+def calibrate_hc_offset(
+    segmenter: Segmenter, items: Sequence[Mapping[str, Any]], root: str | Path | None = None, progress: bool = True
+) -> float:
+    """The ``hc_offset_px`` that makes a network's own masks reproduce the reference circumferences.
+
+    :func:`morphzoo.data.hc18.hc18_contour_offset` calibrates the offset on reference masks, which
+    corrects the read-out but not the network: a network whose masks reach beyond the annotation
+    (a soft boundary upsampled from its input size) reads every head too large. This runs the
+    segmenter on ``items`` (use validation images: never test images), thresholds its foreground
+    probability as :meth:`Segmenter.segment` does and returns
+    :func:`morphzoo.metrics.contour_offset` of those masks against the items' ``hc_mm`` with the
+    segmenter's ``hc_fit`` (the median of the per-image offsets, so a few failed images do not
+    move it).
+
+    Args:
+        segmenter: a two-class 2D :class:`Segmenter`.
+        items: datalist items with ``image``, ``hc_mm`` and ``pixel_size_mm``.
+        root: data root of relative paths (default :func:`morphzoo.paths.data_root`).
+        progress: show a progress bar.
+
+    Returns:
+        The offset in pixels of the original images.
+
+    Raises:
+        ValueError: if an item lacks ``hc_mm`` or ``pixel_size_mm``, or a mask is empty.
+    """
+    from tqdm.auto import tqdm
+
+    masks, refs, spacings = [], [], []
+    for k, item in enumerate(tqdm(list(items), desc="calibrate", disable=not progress)):
+        if item.get("hc_mm") is None or item.get("pixel_size_mm") is None:
+            raise ValueError(f"{item.get('image', k)}: calibrate_hc_offset needs hc_mm and pixel_size_mm in every item.")
+        px = float(item["pixel_size_mm"])
+        res, _ = segmenter.segment(resolve_path(item["image"], root), spacing=(px, px))
+        masks.append((res["prob"] >= 0.5).astype(np.uint8))
+        refs.append(float(item["hc_mm"]))
+        spacings.append((px, px))
+    return contour_offset(masks, refs, spacings, method=segmenter.hc_fit)
 
 
 def evaluate_segmentation(
