@@ -228,7 +228,8 @@ class Registrar:
             with clock("network_ms"):
                 ddf = self._network_field(mov_n, fix_n)
                 for _ in range(self.network_passes - 1):
-                    ddf = compose_ddf(ddf.float(), self._network_field(self.warp(mov_n, ddf.float()), fix_n).float())
+                    ddf = ddf.float()
+                    ddf = compose_ddf(ddf, self._network_field(self.warp(mov_n, ddf), fix_n).float())
         if self.refine is not None:
             with clock("refine_ms"):
                 if self.refine_grid == "fixed" and tuple(net_size) != size:
