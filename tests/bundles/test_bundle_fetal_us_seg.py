@@ -46,6 +46,29 @@ def test_training_and_inference_preprocessing_agree(data_dir, bundle_checks):
     bundle_checks.assert_preprocessing_agree("fetal_us_seg", _test_items(1)[0], data_dir, (1, 160, 240))
 
 
+def test_training_labels_are_resampled_on_the_image_grid(data_dir):
+    """The label must land where the image does: resized with the image's geometry (bilinear,
+    ``align_corners=True``; one-hot, then argmax), not by torch's ``nearest``, which samples
+    ``floor(i * in / out)`` and moved the heads by up to a network pixel towards the far corner
+    (measured before the fix: HC +1.5 mm mean signed error on validation)."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import Resize
+
+    from morphzoo.data.hc18 import load_hc18_mask
+
+    parser = ConfigParser()
+    parser.read_config(str(CFG / "train.json"))
+    parser["dataset_dir"] = str(data_dir)
+    item = _test_items(1)[0]
+    got = torch.as_tensor(parser.get_parsed_content("preprocessing")(dict(item))["label"])
+    ref = torch.as_tensor(np.asarray(load_hc18_mask(data_dir / item["label"]), np.float32))[None]
+    want = Resize((160, 240), mode="bilinear", align_corners=True)(ref) >= 0.5
+    assert got.shape == (1, 160, 240) and set(torch.unique(got).tolist()) == {0.0, 1.0}
+    assert int((got.bool() != want).sum()) <= 2  # ties at exactly 0.5 only
+    nearest = Resize((160, 240), mode="nearest")(ref) > 0.5
+    assert int((nearest != want).sum()) > 20  # the old resampling differs: the check can fail
+
+
 def test_train_one_short_epoch_on_real_data(tmp_path, data_dir, bundle_runner):
     out = tmp_path / "run"
     proc = bundle_runner("fetal_us_seg", ["train.json"], epoch_length=2, max_epochs=1, max_train_images=16,
