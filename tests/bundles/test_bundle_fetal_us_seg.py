@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -228,4 +229,6 @@ def test_calibrate_prints_each_networks_hc_offset_on_validation_images(bundle_ru
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1]
     offsets = json.loads(line)
     assert set(offsets) == {"fetal_us_seg", "plain_unet"}
-    assert all(0.0 < v < 6.0 for v in offsets.values()), offsets
+    # pixels of the original images, the median over three images: finite and within a few
+    # network pixels (one network pixel is 3.4 image pixels) of the reference masks' 0.924
+    assert all(math.isfinite(v) and abs(v - 0.924) < 10.0 for v in offsets.values()), offsets
