@@ -193,6 +193,11 @@ def test_chained_stage_logs_and_their_comparison(tmp_path: Path) -> None:
     boundaries = [ln for ln in ax.lines if ln.get_linestyle() == ":"]
     assert len(boundaries) == 1 and boundaries[0].get_xdata()[0] == pytest.approx(27.5)
     assert _png_size(plot_metric_comparison({"single": single}, tmp_path / "cmp.png"))[0] > 0
+    # a run resumed from a checkpoint continues the count itself: not offset again; a new stage after it is
+    resumed = [{"iteration": 30, "val_mean_dice": 0.81}, {"iteration": 40, "val_mean_dice": 0.82}]
+    restarted = [{"iteration": 5, "val_mean_dice": 0.9}]
+    assert [r["iteration"] for r in chain_training_logs([stage1, resumed, restarted])] == [10, 20, 30, 40, 45]
+    assert [r["iteration"] for r in chain_training_logs([stage1, stage2, [{"iteration": 40}]])] == [10, 20, 35, 50, 60]
     with pytest.raises(ValueError, match="iteration"):
         chain_training_logs([[{"epoch": 1, "loss": 0.3}]])
     with pytest.raises(ValueError, match="val_mean_dice"):

@@ -439,7 +439,9 @@ def chain_training_logs(sources: Sequence[Sequence[Mapping[str, Any]] | str | os
     """Rows of consecutive training runs (e.g. the stages of a stage-wise schedule) as one log.
 
     Each run's ``iteration`` values are offset by the last iteration of the runs before it, so the
-    chained log reads as one curve; every row gets ``"stage"`` = its run's position (1-based).
+    chained log reads as one curve; every row gets ``"stage"`` = its run's position (1-based). A run
+    whose iterations start beyond the previous run's last one resumed it from a checkpoint (its
+    iterations already continue the count) and takes the previous run's offset instead.
 
     Args:
         sources: per run, its rows or the path of its log (CSV, JSON lines or a JSON list).
@@ -451,13 +453,16 @@ def chain_training_logs(sources: Sequence[Sequence[Mapping[str, Any]] | str | os
         ValueError: if a run has no row with an ``iteration``.
     """
     out: list[dict[str, Any]] = []
-    offset = 0.0
+    offset, prev_offset, prev_last = 0.0, 0.0, None
     for k, src in enumerate(sources, start=1):
         rows = _read_records(src) if isinstance(src, (str, os.PathLike)) else [dict(r) for r in src]
         its = [_as_float(r.get("iteration")) for r in rows]
         its = [i for i in its if i is not None]
         if not its:
             raise ValueError(f"run {k} ({src if isinstance(src, (str, os.PathLike)) else 'rows'}) has no 'iteration' values")
+        if prev_last is not None and min(its) > prev_last:  # resumed: its count continues the previous run's
+            offset = prev_offset
+        prev_offset, prev_last = offset, max(its)
         for r in rows:
             row = dict(r, stage=k)
             if _as_float(r.get("iteration")) is not None:
