@@ -71,6 +71,33 @@ def test_training_labels_are_resampled_on_the_image_grid(data_dir):
     assert int((nearest != want).sum()) > 20  # the old resampling differs: the check can fail
 
 
+def test_shadow_augmentation_darkens_image_patches_and_leaves_the_label(data_dir):
+    """``shadow_prob`` (off by default) drops 1-3 rectangles of the image to 0, an acoustic-shadow
+    proxy; the label must stay the annotation, so the network learns to complete the skull."""
+    from monai.bundle import ConfigParser
+
+    def augmented(prob: float) -> dict:
+        parser = ConfigParser()
+        parser.read_config(str(CFG / "train.json"))
+        parser["dataset_dir"] = str(data_dir)
+        parser["shadow_prob"] = prob
+        pre = parser.get_parsed_content("preprocessing")(dict(_test_items(1)[0]))
+        aug = parser.get_parsed_content("augmentation")
+        drop = aug.transforms[[type(t).__name__ for t in aug.transforms].index("RandCoarseDropoutd")]
+        drop.set_random_state(0)
+        pre["image"] = torch.ones_like(torch.as_tensor(pre["image"]))  # the fan's black corners would hide a patch
+        return pre, drop({k: torch.as_tensor(v).clone() for k, v in pre.items() if k in ("image", "label")})
+
+    assert ConfigParser.load_config_file(str(CFG / "train.json"))["shadow_prob"] == 0.0
+    pre, out = augmented(1.0)
+    changed = torch.as_tensor(out["image"]) != torch.as_tensor(pre["image"])
+    assert 24 * 24 <= int(changed.sum()) <= 3 * 64 * 64
+    assert float(torch.as_tensor(out["image"])[changed].abs().max()) == 0.0  # dark, as a shadow
+    torch.testing.assert_close(torch.as_tensor(out["label"]), torch.as_tensor(pre["label"]))
+    pre, out = augmented(0.0)
+    torch.testing.assert_close(torch.as_tensor(out["image"]), torch.as_tensor(pre["image"]))
+
+
 def test_train_one_short_epoch_on_real_data(tmp_path, data_dir, bundle_runner):
     out = tmp_path / "run"
     proc = bundle_runner("fetal_us_seg", ["train.json"], epoch_length=2, max_epochs=1, max_train_images=16,
