@@ -53,8 +53,8 @@ from typing import Any, Mapping
 REPO = Path(__file__).resolve().parents[1]
 STAGE_TIMES = ("time_prealign_ms", "time_network_ms", "time_refine_ms")
 
-PAIR_SETS = ("test", "atlas_test_pairs", "validation_pairs")
-PAIR_SET_NAMES = {"test": "test", "atlas_test_pairs": "atlas test", "validation_pairs": "validation"}
+PAIR_SETS = ("test", "atlas_test_pairs", "validation_pairs", "validation_subject_pairs")
+PAIR_SET_NAMES = {"test": "test", "atlas_test_pairs": "atlas test", "validation_pairs": "validation", "validation_subject_pairs": "validation-subject"}
 REFERENCES = ("ants_syn", "ants_synra")  # speed-up columns, for those of them in the run
 
 
@@ -70,7 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="test",
         choices=PAIR_SETS,
         help="datalist pairs: 'test' (100 fixed inter-subject pairs, default), 'atlas_test_pairs' (every test subject -> atlas) "
-        "or 'validation_pairs' (the 20 validation pairs: choose a bundle's default pipeline there, never on test pairs)",
+        "'validation_pairs' (the 20 validation pairs: choose a bundle's default pipeline there, never on test pairs) "
+        "or 'validation_subject_pairs' (every ordered pair of validation subjects in a fixed order, "
+        "morphzoo.data.validation_subject_pairs: more validation pairs, e.g. --pairs 100, where 20 are too few to decide)",
     )
     p.add_argument("--bundles", default=str(REPO / "bundles"), help="folder of the registration bundles (default: this checkout's bundles/)")
     p.add_argument("--device", default=None, help="torch device for networks, warping and metrics (default: cuda if available)")
@@ -214,9 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     if not dl_path.is_file():
         raise SystemExit(f"benchmark: {dl_path} not found; build it with `python tools/prepare_data.py --tasks {args.task}`.")
     datalist = json.loads(dl_path.read_text())
-    if args.pair_set not in datalist:
-        raise SystemExit(f"benchmark: {dl_path} has no '{args.pair_set}' pairs; rebuild it with `python tools/prepare_data.py --tasks {args.task}`.")
-    items = datalist[args.pair_set][: args.pairs or None]
+    source = "validation_pairs" if args.pair_set == "validation_subject_pairs" else args.pair_set
+    if source not in datalist:
+        raise SystemExit(f"benchmark: {dl_path} has no '{source}' pairs; rebuild it with `python tools/prepare_data.py --tasks {args.task}`.")
+    if args.pair_set == "validation_subject_pairs":
+        from morphzoo.data import validation_subject_pairs
+
+        items = validation_subject_pairs(datalist)[: args.pairs or None]
+    else:
+        items = datalist[args.pair_set][: args.pairs or None]
     spatial_dims = int(datalist.get("spatial_dims", len(TASKS[args.task]["spatial_size"])))
     labels = sorted(int(k) for k in datalist["labels"])
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")

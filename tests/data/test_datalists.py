@@ -20,6 +20,7 @@ from morphzoo.data import (
     resolve_paths,
     save_datalist,
     split_subjects,
+    validation_subject_pairs,
 )
 from morphzoo.paths import DATA_ENV, data_root, datalist_path
 
@@ -120,6 +121,24 @@ def test_fixed_pairs(task: str, fresh: dict[str, dict]) -> None:
             assert p["fixed_pixel_size_mm"] > 0 and p["moving_hc_mm"] > 0 and len(p["fixed_size_hw"]) == 2
     if task == "hippocampus2d":
         assert all(it["slice_axis"] == 0 and it["slice_index"] == 32 for it in dl["training"] + dl["test"])
+
+
+@pytest.mark.parametrize("task", REG_TASKS)
+def test_validation_subject_pairs_are_every_ordered_validation_pair(task: str, fresh: dict[str, dict]) -> None:
+    dl = fresh[task]
+    pairs = validation_subject_pairs(dl)
+    val_subjects = sorted({it["subject"] for it in dl["validation"]})
+    keys = [(p["moving_subject"], p["fixed_subject"]) for p in pairs]
+    assert len(keys) == len(set(keys)) == len(val_subjects) * (len(val_subjects) - 1)
+    assert all(m != f and m in val_subjects and f in val_subjects for m, f in keys)
+    # the same items as the committed validation pairs: every pair of those is in the set, key for key
+    by_key = dict(zip(keys, pairs))
+    for p in dl["validation_pairs"]:
+        assert by_key[(p["moving_subject"], p["fixed_subject"])] == p
+    assert validation_subject_pairs(dl) == pairs  # a fixed order
+    assert validation_subject_pairs(dl, seed=1) != pairs and sorted(map(str, validation_subject_pairs(dl, seed=1))) == sorted(map(str, pairs))
+    with pytest.raises(ValueError, match="no validation subjects"):
+        validation_subject_pairs({"task": task, "validation": [], "validation_pairs": []})
 
 
 @pytest.mark.parametrize("task", REG_TASKS)

@@ -204,6 +204,23 @@ def test_atlas_pair_set(tmp_path: Path) -> None:
     assert bad.returncode != 0 and "--pair-set" in bad.stderr
 
 
+def test_validation_subject_pair_set(tmp_path: Path) -> None:
+    """``--pair-set validation_subject_pairs`` takes a prefix of every ordered pair of validation subjects."""
+    require_data("hippocampus")
+    from morphzoo.data import validation_subject_pairs
+
+    datalist = json.loads(datalist_path("hippocampus2d").read_text())
+    out = tmp_path / "bench"
+    proc = _run(["--task", "hippocampus2d", "--pair-set", "validation_subject_pairs", "--pairs", "25", "--methods", "identity",
+                 "--out", str(out), "--figures", "0", "--no-distances", "--threads", "1"])
+    rows = _rows(out / "pairs.csv")
+    expected = validation_subject_pairs(datalist)[:25]
+    assert len(rows) == 25 > len(datalist["validation_pairs"])  # more than the 20 committed pairs
+    assert [(r["moving"], r["fixed"]) for r in rows] == [(p["moving"], p["fixed"]) for p in expected]
+    assert json.loads((out / "run.json").read_text())["pair_set"] == "validation_subject_pairs"
+    assert "25 validation_subject_pairs pairs" in proc.stderr
+
+
 def test_summary_only_rebuilds_the_same_tables(hc18_run, tmp_path) -> None:
     """``--summary-only`` registers nothing: from the run's pairs.csv and run.json it rebuilds the
     same summary and README block (the original command kept), e.g. after a change of columns."""

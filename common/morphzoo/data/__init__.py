@@ -24,6 +24,7 @@ from morphzoo.data.datalists import (
     load_datalist,
     resolve_paths,
     save_datalist,
+    validation_subject_pairs,
 )
 from morphzoo.data.download import download_datasets, download_hc18, download_msd_hippocampus
 from morphzoo.data.hc18 import HC18_LABELS, hc18_subject, list_hc18, load_hc18_mask, read_hc18_csv
@@ -55,6 +56,7 @@ __all__ = [
     "load_datalist",
     "resolve_paths",
     "save_datalist",
+    "validation_subject_pairs",
     "download_datasets",
     "download_hc18",
     "download_msd_hippocampus",
