@@ -98,6 +98,43 @@ def test_shadow_augmentation_darkens_image_patches_and_leaves_the_label(data_dir
     torch.testing.assert_close(torch.as_tensor(out["image"]), torch.as_tensor(pre["image"]))
 
 
+def test_soft_labels_keep_the_boundary_sub_pixel_and_the_pipeline_consistent(data_dir):
+    """``soft_labels`` (off by default) trains on the label's partial-volume fractions at 160x240
+    (anti-aliased resize of the one-hot mask, no argmax): at 0.5 they are the hard label, on the
+    boundary they lie strictly between 0 and 1, and after augmentation the two channels sum to 1
+    (background = 1 - head, so padding and the smoothing's zero border are background); the loss takes them without one-hot conversion."""
+    from monai.bundle import ConfigParser
+
+    def parsed(soft: bool) -> ConfigParser:
+        parser = ConfigParser()
+        parser.read_config(str(CFG / "train.json"))
+        parser["dataset_dir"] = str(data_dir)
+        parser["soft_labels"] = soft
+        return parser
+
+    item = _test_items(1)[0]
+    assert ConfigParser.load_config_file(str(CFG / "train.json"))["soft_labels"] is False
+    hard = torch.as_tensor(parsed(False).get_parsed_content("preprocessing")(dict(item))["label"])
+    parser = parsed(True)
+    soft = torch.as_tensor(parser.get_parsed_content("preprocessing")(dict(item))["label"])
+    assert soft.shape == (2, 160, 240) and float(soft.min()) >= 0.0 and float(soft.max()) <= 1.0
+    assert int(((soft[1] >= 0.5) != hard[0].bool()).sum()) <= 10  # the same head, up to ties on its boundary
+    assert abs(float(soft[1].sum() - hard.sum())) < 0.005 * float(hard.sum())  # and the same area
+    partial = (soft[1] > 0.02) & (soft[1] < 0.98)
+    assert int(partial.sum()) > 200  # a band along the boundary, not a hard mask
+    aug = parser.get_parsed_content("augmentation")
+    aug.set_random_state(3)
+    out = aug({"image": torch.zeros(1, 160, 240), "label": soft.clone()})
+    y = torch.as_tensor(out["label"])
+    torch.testing.assert_close(y.sum(0), torch.ones(160, 240))
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    loss = parser.get_parsed_content("loss")
+    logits = torch.stack([-(y[1] - 0.5) * 40, (y[1] - 0.5) * 40])[None].requires_grad_()
+    value = loss(logits, y[None])
+    value.backward()
+    assert torch.isfinite(value) and float(value) < float(loss(torch.zeros_like(logits), y[None]))
+
+
 def test_train_one_short_epoch_on_real_data(tmp_path, data_dir, bundle_runner):
     out = tmp_path / "run"
     proc = bundle_runner("fetal_us_seg", ["train.json"], epoch_length=2, max_epochs=1, max_train_images=16,
