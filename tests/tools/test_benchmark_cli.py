@@ -187,14 +187,19 @@ def test_hc18_readme_block(hc18_run) -> None:
 
 
 # ---------------------------------------------------------------------------- --pair-set
-def test_atlas_pair_set(tmp_path: Path) -> None:
-    """``--pair-set atlas_test_pairs`` evaluates every test subject onto the datalist's atlas."""
+def _run_pair_set(tmp_path: Path, pair_set: str, pairs: int) -> tuple[subprocess.CompletedProcess, list[dict], dict, Path]:
+    """The identity method on the first ``pairs`` of a hippocampus2d pair set: (process, pairs.csv rows, datalist, out)."""
     require_data("hippocampus")
     datalist = json.loads(datalist_path("hippocampus2d").read_text())
     out = tmp_path / "bench"
-    proc = _run(["--task", "hippocampus2d", "--pair-set", "atlas_test_pairs", "--pairs", "3", "--methods", "identity",
+    proc = _run(["--task", "hippocampus2d", "--pair-set", pair_set, "--pairs", str(pairs), "--methods", "identity",
                  "--out", str(out), "--figures", "0", "--no-distances", "--threads", "1"])
-    rows = _rows(out / "pairs.csv")
+    return proc, _rows(out / "pairs.csv"), datalist, out
+
+
+def test_atlas_pair_set(tmp_path: Path) -> None:
+    """``--pair-set atlas_test_pairs`` evaluates every test subject onto the datalist's atlas."""
+    proc, rows, datalist, out = _run_pair_set(tmp_path, "atlas_test_pairs", 3)
     expected = datalist["atlas_test_pairs"][:3]
     assert [r["moving"] for r in rows] == [p["moving"] for p in expected]
     assert {r["fixed"] for r in rows} == {datalist["atlas"]["image"]} and expected[0]["moving"] != datalist["test"][0]["moving"]
@@ -206,14 +211,9 @@ def test_atlas_pair_set(tmp_path: Path) -> None:
 
 def test_validation_subject_pair_set(tmp_path: Path) -> None:
     """``--pair-set validation_subject_pairs`` takes a prefix of every ordered pair of validation subjects."""
-    require_data("hippocampus")
     from morphzoo.data import validation_subject_pairs
 
-    datalist = json.loads(datalist_path("hippocampus2d").read_text())
-    out = tmp_path / "bench"
-    proc = _run(["--task", "hippocampus2d", "--pair-set", "validation_subject_pairs", "--pairs", "25", "--methods", "identity",
-                 "--out", str(out), "--figures", "0", "--no-distances", "--threads", "1"])
-    rows = _rows(out / "pairs.csv")
+    proc, rows, datalist, out = _run_pair_set(tmp_path, "validation_subject_pairs", 25)
     expected = validation_subject_pairs(datalist)[:25]
     assert len(rows) == 25 > len(datalist["validation_pairs"])  # more than the 20 committed pairs
     assert [(r["moving"], r["fixed"]) for r in rows] == [(p["moving"], p["fixed"]) for p in expected]
