@@ -4,13 +4,18 @@
 
 Cases are matched by their ``pair`` (registration) or ``image`` (segmentation) column, so methods
 from two runs on the same cases can be compared (Dice does not depend on the run; times do, so
-compare speed only within one run). Prints, per reference, the mean difference, its standard error
-and the number of cases the method wins.
+compare speed only within one run). A CSV given as ``TAG=PATH`` names its methods ``TAG:method``,
+so one method's two runs (e.g. two weight files evaluated under the bundle's name) can be paired.
+Prints, per reference, the mean difference, its standard error and the number of cases the method
+wins: a higher value wins, except for the error, distance, folding and time columns
+(``LOWER_IS_BETTER``), where a lower one does.
 
 Usage::
 
     python tools/paired_diff.py outputs/bench/run/pairs.csv --method fmirnet --against ants_syn
     python tools/paired_diff.py a/pairs.csv b/pairs.csv --method fmirnet --against convexadam voxelmorph
+    python tools/paired_diff.py new=outputs/a/images.csv old=outputs/b/images.csv \
+        --method new:fetal_us_seg --against old:fetal_us_seg --key hc_abs_error_mm
 """
 
 from __future__ import annotations
@@ -21,11 +26,27 @@ import math
 import sys
 from pathlib import Path
 
+# metric columns where a lower value is better (prefixes); every other column: higher is better
+LOWER_IS_BETTER = ("hc_abs_error", "hd", "assd", "rmse", "folding", "jacobian_std", "sdlogj", "time", "ms")
 
-def load_cases(paths: list[Path], key: str) -> dict[str, dict[str, float]]:
-    """method -> case -> value of ``key`` over every CSV (a later file's rows for a method win)."""
+
+def lower_is_better(key: str) -> bool:
+    """Whether a lower value of metric column ``key`` is the better one (errors, distances, folding, times)."""
+    return key.startswith(LOWER_IS_BETTER)
+
+
+def parse_csv_arg(arg: str) -> tuple[str, Path]:
+    """``[TAG=]PATH`` -> (tag, path); ``tag`` is ``""`` without one."""
+    tag, sep, path = arg.partition("=")
+    return (tag, Path(path)) if sep and tag and "/" not in tag else ("", Path(arg))
+
+
+def load_cases(paths: list[Path | str], key: str) -> dict[str, dict[str, float]]:
+    """method -> case -> value of ``key`` over every CSV (a later file's rows for a method win);
+    a ``TAG=PATH`` entry names its methods ``TAG:method``."""
     out: dict[str, dict[str, float]] = {}
-    for path in paths:
+    for arg in paths:
+        tag, path = parse_csv_arg(str(arg))
         if not path.is_file():
             raise SystemExit(f"{path}: per-case CSV not found.")
         with open(path, newline="") as f:
@@ -34,24 +55,26 @@ def load_cases(paths: list[Path], key: str) -> dict[str, dict[str, float]]:
                 value = row.get(key)
                 if case is None or value in (None, ""):
                     continue
-                out.setdefault(row["method"], {})[case] = float(value)
+                method = f"{tag}:{row['method']}" if tag else row["method"]
+                out.setdefault(method, {})[case] = float(value)
     return out
 
 
-def paired(a: dict[str, float], b: dict[str, float]) -> tuple[float, float, int, int]:
-    """(mean of a - b, standard error, cases a wins, cases) over the cases both have."""
+def paired(a: dict[str, float], b: dict[str, float], lower_better: bool = False) -> tuple[float, float, int, int]:
+    """(mean of a - b, standard error, cases a wins, cases) over the cases both have; ``a`` wins a
+    case with a higher value, or a lower one with ``lower_better``."""
     common = sorted(set(a) & set(b))
     if len(common) < 2:
         raise SystemExit(f"only {len(common)} case(s) in common: nothing to pair.")
     d = [a[c] - b[c] for c in common]
     mean = sum(d) / len(d)
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
-    return mean, sd / math.sqrt(len(d)), sum(x > 0 for x in d), len(d)
+    return mean, sd / math.sqrt(len(d)), sum((x < 0) if lower_better else (x > 0) for x in d), len(d)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("csv", nargs="+", type=Path, help="pairs.csv / images.csv files")
+    p.add_argument("csv", nargs="+", help="pairs.csv / images.csv files, each optionally TAG=PATH (methods become TAG:method)")
     p.add_argument("--method", required=True)
     p.add_argument("--against", nargs="+", required=True, help="reference methods")
     p.add_argument("--key", default="dice")
@@ -61,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         if name not in cases:
             raise SystemExit(f"method {name!r} not in {[str(c) for c in args.csv]} (methods: {sorted(cases)}).")
     for ref in args.against:
-        mean, se, won, n = paired(cases[args.method], cases[ref])
-        print(f"{args.method} vs {ref}: {args.key} {mean:+.3f} ± {se:.3f} (standard error), {won}/{n} cases won")
+        lower = lower_is_better(args.key)
+        mean, se, won, n = paired(cases[args.method], cases[ref], lower)
+        rule = "lower" if lower else "higher"
+        print(f"{args.method} vs {ref}: {args.key} {mean:+.3f} ± {se:.3f} (standard error), {won}/{n} cases won ({rule} is better)")
     return 0
 
 

@@ -41,3 +41,25 @@ def test_image_column_and_clear_errors(tmp_path):
         paired_diff.main([str(c), "--method", "x", "--against", "nope"])
     with pytest.raises(SystemExit, match="not found"):
         paired_diff.main([str(tmp_path / "missing.csv"), "--method", "x", "--against", "y"])
+
+
+def test_tagged_files_pair_one_method_across_runs_and_errors_win_when_lower(tmp_path, capsys):
+    """``TAG=PATH`` keeps two runs of the same method apart; for an error column the lower value wins."""
+    new = tmp_path / "new.csv"
+    old = tmp_path / "old.csv"
+    for path, errors in ((new, (1.0, 2.0, 1.5)), (old, (2.0, 1.0, 3.0))):
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["method", "image", "hc_abs_error_mm"])
+            w.writeheader()
+            w.writerows({"method": "seg", "image": f"i{k}", "hc_abs_error_mm": e} for k, e in enumerate(errors))
+    assert paired_diff.main([f"new={new}", f"old={old}", "--method", "new:seg", "--against", "old:seg",
+                             "--key", "hc_abs_error_mm"]) == 0
+    out = capsys.readouterr().out
+    d = [-1.0, 1.0, -1.5]
+    mean = sum(d) / 3
+    assert f"{mean:+.3f}" in out and "2/3 cases won (lower is better)" in out
+    # without tags the two files' rows are one method's, the later file winning: nothing to compare against
+    with pytest.raises(SystemExit, match="not in"):
+        paired_diff.main([str(new), str(old), "--method", "new:seg", "--against", "old:seg"])
+    assert paired_diff.lower_is_better("hd95") and paired_diff.lower_is_better("folding_percent")
+    assert not paired_diff.lower_is_better("dice") and not paired_diff.lower_is_better("ncc")
