@@ -83,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in [args.method, *args.against]:
         if name not in cases:
             raise SystemExit(f"method {name!r} not in {[str(c) for c in args.csv]} (methods: {sorted(cases)}).")
+    lower = lower_is_better(args.key)
+    rule = "lower" if lower else "higher"
     for ref in args.against:
-        lower = lower_is_better(args.key)
         mean, se, won, n = paired(cases[args.method], cases[ref], lower)
-        rule = "lower" if lower else "higher"
         print(f"{args.method} vs {ref}: {args.key} {mean:+.3f} ± {se:.3f} (standard error), {won}/{n} cases won ({rule} is better)")
     return 0
 
