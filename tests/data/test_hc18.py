@@ -78,3 +78,23 @@ def test_shipped_offset_is_the_training_calibration(data_dir):
     # the first 40 training masks (the shipped value is the median over all 640)
     off = hc18_contour_offset(REPO / "datalists" / "hc18_seg.json", "training", cfg["hc_fit"], root=data_dir, limit=40)
     assert off == pytest.approx(cfg["hc_offset_px"], abs=0.05)
+
+
+def test_grid_floor_is_far_below_the_anchor_and_grows_on_coarser_grids(data_dir):
+    from morphzoo.data.hc18 import hc18_grid_floor
+
+    datalist = REPO / "datalists" / "hc18_seg.json"
+    fine = hc18_grid_floor(datalist, "validation", (160, 240), root=data_dir, limit=8)
+    coarse = hc18_grid_floor(datalist, "validation", (40, 60), root=data_dir, limit=8)
+    assert fine.shape == coarse.shape == (8,)
+    # a perfect network at the shipped 160x240 reads the reference HC within a fraction of a mm
+    # (0.06 mm on all 82 validation images), far below the 2.0 mm anchor
+    assert np.all(np.isfinite(fine)) and fine.mean() < 0.2
+    assert coarse.mean() > 2 * fine.mean()
+
+
+def test_grid_floor_rejects_a_bad_grid(data_dir):
+    from morphzoo.data.hc18 import hc18_grid_floor
+
+    with pytest.raises(ValueError, match=r"spatial_size must be two positive sizes.*\(160,\)"):
+        hc18_grid_floor(REPO / "datalists" / "hc18_seg.json", spatial_size=(160,), root=data_dir)

@@ -23,6 +23,7 @@ from scipy import ndimage
 
 __all__ = [
     "hc18_contour_offset",
+    "hc18_grid_floor",
     "HC18_LABELS",
     "HC18_CSV_NAME",
     "HC18_IMAGE_DIR",
@@ -218,3 +219,63 @@ def hc18_contour_offset(
     items = json.loads(Path(datalist).read_text())[split][: limit or None]
     masks = [load_hc18_mask(base / it["label"]) for it in items]
     return contour_offset(masks, [float(it["hc_mm"]) for it in items], [(float(it["pixel_size_mm"]),) * 2 for it in items], method=method)
+
+
+def hc18_grid_floor(
+    datalist: str | Path,
+    split: str = "validation",
+    spatial_size: tuple[int, int] = (160, 240),
+    offset: float = 0.924,
+    method: str = "contour",
+    root: str | Path | None = None,
+    limit: int | None = None,
+) -> np.ndarray:
+    """The HC error a perfect network at ``spatial_size`` would make: the read-out's floor on that grid.
+
+    Each reference mask takes ``fetal_us_seg``'s label path into the network's grid (one-hot,
+    bilinear ``Resize`` with ``align_corners=True``, argmax: ``configs/train.json``), is taken
+    back as a prediction is (one-hot probabilities, bilinear with ``align_corners=True``: the
+    inverse of the inference ``Resized``; foreground where its probability exceeds 0.5) and read
+    out as the bundle reads a prediction (:func:`morphzoo.metrics.head_circumference` with
+    ``method`` and ``offset``). What remains against the CSV's ``hc_mm`` is what the grid itself
+    costs; a network's error above it is the network's.
+
+    Args:
+        datalist: ``datalists/hc18_seg.json``.
+        split: the split whose reference masks are used.
+        spatial_size: the network's input grid ``(H, W)``.
+        offset: the read-out's inward offset in pixels of the original grid (the shipped 0.924).
+        method: the :func:`morphzoo.metrics.fit_ellipse` method.
+        root: data root (default :func:`morphzoo.paths.data_root`).
+        limit: first N items only.
+
+    Returns:
+        ``float64`` array ``(N,)``: absolute HC error (mm) per image, in the split's order.
+
+    Raises:
+        ValueError: ``spatial_size`` is not two positive sizes.
+    """
+    import json
+
+    import torch
+    from monai.transforms import AsDiscrete, Resize
+
+    from morphzoo.metrics.ellipse import head_circumference
+    from morphzoo.paths import data_root
+
+    size = tuple(int(s) for s in spatial_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"hc18_grid_floor: spatial_size must be two positive sizes (H, W), got {tuple(spatial_size)}.")
+    base = Path(root) if root is not None else data_root()
+    items = json.loads(Path(datalist).read_text())[split][: limit or None]
+    onehot, argmax = AsDiscrete(to_onehot=2), AsDiscrete(argmax=True)
+    down = Resize(size, mode="bilinear", align_corners=True)
+    errors = []
+    for it in items:
+        mask = torch.from_numpy(load_hc18_mask(base / it["label"]))[None].float()  # (1, H, W)
+        coarse = argmax(down(onehot(mask)))  # (1, h, w): the training label
+        back = Resize(mask.shape[1:], mode="bilinear", align_corners=True)(onehot(coarse))  # (2, H, W)
+        pred = (back[1] > 0.5).numpy()
+        hc = head_circumference(pred, float(it["pixel_size_mm"]), offset, method)
+        errors.append(abs(hc - float(it["hc_mm"])))
+    return np.asarray(errors, dtype=np.float64)
