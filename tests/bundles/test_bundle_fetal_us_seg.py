@@ -135,6 +135,39 @@ def test_soft_labels_keep_the_boundary_sub_pixel_and_the_pipeline_consistent(dat
     assert torch.isfinite(value) and float(value) < float(loss(torch.zeros_like(logits), y[None]))
 
 
+def test_boundary_loss_weight_adds_monai_hausdorff_dt_loss(data_dir):
+    """``boundary_loss_weight`` (0 by default: Dice + CE alone) adds w x MONAI's ``HausdorffDTLoss``
+    (squared error weighted by both masks' distance transforms): a mask that misses a band of the
+    head costs more with it, a perfect one costs the same, and gradients reach the logits."""
+    from monai.bundle import ConfigParser
+    from monai.losses import DiceCELoss
+
+    def loss(weight: float):
+        parser = ConfigParser()
+        parser.read_config(str(CFG / "train.json"))
+        parser["dataset_dir"] = str(data_dir)
+        parser["boundary_loss_weight"] = weight
+        return parser.get_parsed_content("loss")
+
+    assert ConfigParser.load_config_file(str(CFG / "train.json"))["boundary_loss_weight"] == 0.0
+    assert isinstance(loss(0.0), DiceCELoss)
+    yy, xx = torch.meshgrid(torch.arange(160.0), torch.arange(240.0), indexing="ij")
+    head = (((yy - 80) / 60) ** 2 + ((xx - 120) / 90) ** 2 <= 1).float()
+    shrunk = (((yy - 80) / 60) ** 2 + ((xx - 120) / 70) ** 2 <= 1).float()  # the lateral walls lost
+    target = head[None, None]
+
+    def logits(mask: torch.Tensor) -> torch.Tensor:
+        return torch.stack([-(mask - 0.5) * 40, (mask - 0.5) * 40])[None]
+
+    plain, boundary = loss(0.0), loss(1.0)
+    perfect, missed = logits(head), logits(shrunk).requires_grad_()
+    assert float(boundary(perfect, target)) == pytest.approx(float(plain(perfect, target)), abs=1e-4)
+    extra = float(boundary(missed, target)) - float(plain(missed, target))
+    assert extra > 0.05
+    boundary(missed, target).backward()
+    assert missed.grad is not None and float(missed.grad.abs().sum()) > 0
+
+
 def test_train_one_short_epoch_on_real_data(tmp_path, data_dir, bundle_runner):
     out = tmp_path / "run"
     proc = bundle_runner("fetal_us_seg", ["train.json"], epoch_length=2, max_epochs=1, max_train_images=16,
