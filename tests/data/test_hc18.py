@@ -98,3 +98,20 @@ def test_grid_floor_rejects_a_bad_grid(data_dir):
 
     with pytest.raises(ValueError, match=r"spatial_size must be two positive sizes.*\(160,\)"):
         hc18_grid_floor(REPO / "datalists" / "hc18_seg.json", spatial_size=(160,), root=data_dir)
+
+
+def test_label_on_grid_is_the_training_label_of_fetal_us_seg(data_dir):
+    """The grid floor's label path is train.json's: the same (1, 160, 240) label for a real image."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    from morphzoo.data.hc18 import label_on_grid
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "fetal_us_seg" / "configs" / "train.json"))
+    parser["dataset_dir"] = str(data_dir)
+    item = json.loads((REPO / "datalists" / "hc18_seg.json").read_text())["validation"][0]
+    trained = torch.as_tensor(parser.get_parsed_content("preprocessing")(dict(item))["label"])
+    ours = label_on_grid(torch.from_numpy(load_hc18_mask(data_dir / item["label"]))[None].float(), (160, 240))
+    assert trained.shape == ours.shape == (1, 160, 240)
+    torch.testing.assert_close(trained.float(), torch.as_tensor(ours).float())

@@ -17,6 +17,8 @@ import csv
 import logging
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -24,6 +26,7 @@ from scipy import ndimage
 __all__ = [
     "hc18_contour_offset",
     "hc18_grid_floor",
+    "label_on_grid",
     "HC18_LABELS",
     "HC18_CSV_NAME",
     "HC18_IMAGE_DIR",
@@ -32,6 +35,9 @@ __all__ = [
     "list_hc18",
     "load_hc18_mask",
 ]
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -210,13 +216,9 @@ def hc18_contour_offset(
         root: data root (default :func:`morphzoo.paths.data_root`).
         limit: first N items only.
     """
-    import json
-
     from morphzoo.metrics.ellipse import contour_offset
-    from morphzoo.paths import data_root
 
-    base = Path(root) if root is not None else data_root()
-    items = json.loads(Path(datalist).read_text())[split][: limit or None]
+    base, items = _split_items(datalist, split, root, limit)
     masks = [load_hc18_mask(base / it["label"]) for it in items]
     return contour_offset(masks, [float(it["hc_mm"]) for it in items], [(float(it["pixel_size_mm"]),) * 2 for it in items], method=method)
 
@@ -232,8 +234,8 @@ def hc18_grid_floor(
 ) -> np.ndarray:
     """The HC error a perfect network at ``spatial_size`` would make: the read-out's floor on that grid.
 
-    Each reference mask takes ``fetal_us_seg``'s label path into the network's grid (one-hot,
-    bilinear ``Resize`` with ``align_corners=True``, argmax: ``configs/train.json``), is taken
+    Each reference mask takes ``fetal_us_seg``'s label path into the network's grid
+    (:func:`label_on_grid`, tested against ``configs/train.json``), is taken
     back as a prediction is (one-hot probabilities, bilinear with ``align_corners=True``: the
     inverse of the inference ``Resized``; foreground where its probability exceeds 0.5) and read
     out as the bundle reads a prediction (:func:`morphzoo.metrics.head_circumference` with
@@ -255,27 +257,48 @@ def hc18_grid_floor(
     Raises:
         ValueError: ``spatial_size`` is not two positive sizes.
     """
-    import json
-
     import torch
     from monai.transforms import AsDiscrete, Resize
 
     from morphzoo.metrics.ellipse import head_circumference
-    from morphzoo.paths import data_root
 
     size = tuple(int(s) for s in spatial_size)
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"hc18_grid_floor: spatial_size must be two positive sizes (H, W), got {tuple(spatial_size)}.")
-    base = Path(root) if root is not None else data_root()
-    items = json.loads(Path(datalist).read_text())[split][: limit or None]
-    onehot, argmax = AsDiscrete(to_onehot=2), AsDiscrete(argmax=True)
-    down = Resize(size, mode="bilinear", align_corners=True)
+    base, items = _split_items(datalist, split, root, limit)
+    onehot = AsDiscrete(to_onehot=2)
     errors = []
     for it in items:
         mask = torch.from_numpy(load_hc18_mask(base / it["label"]))[None].float()  # (1, H, W)
-        coarse = argmax(down(onehot(mask)))  # (1, h, w): the training label
-        back = Resize(mask.shape[1:], mode="bilinear", align_corners=True)(onehot(coarse))  # (2, H, W)
+        back = Resize(mask.shape[1:], mode="bilinear", align_corners=True)(onehot(label_on_grid(mask, size)))  # (2, H, W)
         pred = (back[1] > 0.5).numpy()
         hc = head_circumference(pred, float(it["pixel_size_mm"]), offset, method)
         errors.append(abs(hc - float(it["hc_mm"])))
     return np.asarray(errors, dtype=np.float64)
+
+
+def label_on_grid(mask: torch.Tensor, spatial_size: tuple[int, int]) -> torch.Tensor:
+    """A head mask on the network's grid as ``fetal_us_seg``'s ``configs/train.json`` makes its
+    training label: one-hot, bilinear ``Resize`` with ``align_corners=True``, argmax.
+
+    Args:
+        mask: ``(1, H, W)`` tensor with values {0, 1}.
+        spatial_size: the network's grid ``(h, w)``.
+
+    Returns:
+        ``(1, h, w)`` float tensor with values {0, 1}.
+    """
+    from monai.transforms import AsDiscrete, Resize
+
+    down = Resize(tuple(spatial_size), mode="bilinear", align_corners=True)
+    return AsDiscrete(argmax=True)(down(AsDiscrete(to_onehot=2)(mask)))
+
+
+def _split_items(datalist: str | Path, split: str, root: str | Path | None, limit: int | None) -> tuple[Path, list[dict]]:
+    """(data root, the first ``limit`` items of ``split`` in ``datalist``); root defaults to :func:`morphzoo.paths.data_root`."""
+    import json
+
+    from morphzoo.paths import data_root
+
+    base = Path(root) if root is not None else data_root()
+    return base, json.loads(Path(datalist).read_text())[split][: limit or None]
