@@ -16,6 +16,7 @@ Usage::
     python tools/paired_diff.py a/pairs.csv b/pairs.csv --method fmirnet --against convexadam voxelmorph
     python tools/paired_diff.py new=outputs/a/images.csv old=outputs/b/images.csv \
         --method new:fetal_us_seg --against old:fetal_us_seg --key hc_abs_error_mm
+    python tools/paired_diff.py images.csv --method fetal_us_seg --against plain_unet --key hc_abs_error_mm --correlation
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 from pathlib import Path
 
 # metric columns where a lower value is better (prefixes); every other column: higher is better
-LOWER_IS_BETTER = ("hc_abs_error", "hd", "assd", "rmse", "folding", "jacobian_std", "sdlogj", "time", "ms")
+LOWER_IS_BETTER = ("hc_abs_error", "hd", "assd", "rmse", "mse", "folding", "jacobian_std", "sdlogj", "time")
 
 
 def lower_is_better(key: str) -> bool:
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", required=True)
     p.add_argument("--against", nargs="+", required=True, help="reference methods")
     p.add_argument("--key", default="dice")
+    p.add_argument("--correlation", action="store_true",
+                   help="also print the Pearson and Spearman correlation of the two methods' per-case values")
     args = p.parse_args(argv)
     cases = load_cases(args.csv, args.key)
     for name in [args.method, *args.against]:
@@ -88,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     for ref in args.against:
         mean, se, won, n = paired(cases[args.method], cases[ref], lower)
         print(f"{args.method} vs {ref}: {args.key} {mean:+.3f} ± {se:.3f} (standard error), {won}/{n} cases won ({rule} is better)")
+        if args.correlation:
+            from scipy.stats import pearsonr, spearmanr
+
+            common = sorted(set(cases[args.method]) & set(cases[ref]))
+            a, b = [cases[args.method][c] for c in common], [cases[ref][c] for c in common]
+            print(f"  per-case {args.key}: Pearson r = {pearsonr(a, b)[0]:.2f}, Spearman = {spearmanr(a, b)[0]:.2f} over {n} cases")
     return 0
 
 

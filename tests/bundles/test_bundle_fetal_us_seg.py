@@ -135,7 +135,7 @@ def test_soft_labels_keep_the_boundary_sub_pixel_and_the_pipeline_consistent(dat
     assert torch.isfinite(value) and float(value) < float(loss(torch.zeros_like(logits), y[None]))
 
 
-def test_boundary_loss_weight_adds_monai_hausdorff_dt_loss(data_dir):
+def test_boundary_loss_weight_adds_monai_hausdorff_dt_loss():
     """``boundary_loss_weight`` (0 by default: Dice + CE alone) adds w x MONAI's ``HausdorffDTLoss``
     (squared error weighted by both masks' distance transforms): a mask that misses a band of the
     head costs more with it, a perfect one costs the same, and gradients reach the logits."""
@@ -145,7 +145,6 @@ def test_boundary_loss_weight_adds_monai_hausdorff_dt_loss(data_dir):
     def loss(weight: float):
         parser = ConfigParser()
         parser.read_config(str(CFG / "train.json"))
-        parser["dataset_dir"] = str(data_dir)
         parser["boundary_loss_weight"] = weight
         return parser.get_parsed_content("loss")
 

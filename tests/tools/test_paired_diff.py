@@ -63,3 +63,22 @@ def test_tagged_files_pair_one_method_across_runs_and_errors_win_when_lower(tmp_
         paired_diff.main([str(new), str(old), "--method", "new:seg", "--against", "old:seg"])
     assert paired_diff.lower_is_better("hd95") and paired_diff.lower_is_better("folding_percent")
     assert not paired_diff.lower_is_better("dice") and not paired_diff.lower_is_better("ncc")
+
+
+def test_correlation_of_the_per_case_values(tmp_path, capsys):
+    """``--correlation`` adds Pearson and Spearman over the common cases: exact for a linear and a monotone pair."""
+    c = tmp_path / "images.csv"
+    with open(c, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["method", "image", "hc_abs_error_mm"])
+        w.writeheader()
+        for k, x in enumerate((1.0, 2.0, 3.0, 4.0)):
+            w.writerow({"method": "a", "image": f"i{k}", "hc_abs_error_mm": x})
+            w.writerow({"method": "lin", "image": f"i{k}", "hc_abs_error_mm": 2 * x + 1})
+            w.writerow({"method": "mono", "image": f"i{k}", "hc_abs_error_mm": x ** 3})
+    assert paired_diff.main([str(c), "--method", "a", "--against", "lin", "mono", "--key", "hc_abs_error_mm", "--correlation"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].strip() == "per-case hc_abs_error_mm: Pearson r = 1.00, Spearman = 1.00 over 4 cases"
+    pearson_mono = float(lines[3].split("Pearson r = ")[1].split(",")[0])
+    assert 0.9 < pearson_mono < 1.0 and "Spearman = 1.00" in lines[3]
+    paired_diff.main([str(c), "--method", "a", "--against", "lin", "--key", "hc_abs_error_mm"])
+    assert "Pearson" not in capsys.readouterr().out
