@@ -131,11 +131,15 @@ def run_bundle(bundle: str, configs: list[str], timeout: float = 600, check: boo
 
 def run_bundle_torchrun(bundle: str, configs: list[str], nproc: int = 2, timeout: float = 600, **overrides) -> subprocess.CompletedProcess:
     """Run a bundle config under ``torch.distributed.run`` with ``nproc`` CPU processes (gloo; one
-    thread each) and return the completed process (not checked)."""
+    thread each) and return the completed process (not checked). A rank that dies prints its Python
+    stack (faulthandler); on failure the ranks' log tail goes to stderr, which pytest shows."""
     cmd = bundle_cmd(bundle, configs, **overrides)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}"] + cmd[1:]
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    if proc.returncode:
+        print(f"torchrun exited {proc.returncode}; stdout tail:\n{proc.stdout[-3000:]}", file=sys.stderr)
+    return proc
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from morphzoo.engines.allocator import keep_heap
 from morphzoo.engines.checkpoint import ResumableCheckpoint, save_state_atomic
+from morphzoo.engines.distributed import finish_process_group, init_process_group
 from morphzoo.engines.freeze import FreezeParameters
 from morphzoo.engines.logs import TrainingLog
 from morphzoo.engines.precision import bf16_supported, resolve_autocast
