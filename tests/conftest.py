@@ -130,15 +130,16 @@ def run_bundle(bundle: str, configs: list[str], timeout: float = 600, check: boo
 
 
 def run_bundle_torchrun(bundle: str, configs: list[str], nproc: int = 2, timeout: float = 600, **overrides) -> subprocess.CompletedProcess:
-    """Run a bundle config under ``torch.distributed.run`` with ``nproc`` CPU processes (gloo; one
-    thread each) and return the completed process (not checked). A rank that dies prints its Python
-    stack (faulthandler); on failure the ranks' log tail goes to stderr, which pytest shows."""
+    """Run a bundle config under ``torch.distributed.run`` with ``nproc`` CPU processes (one thread
+    each) and return the completed process, checked: it exited 0 (else the assertion shows stderr
+    and the ranks' log; a rank that dies prints its Python stack through faulthandler) and every
+    rank joined the one-thread gloo group of ``morphzoo.engines.init_process_group``."""
     cmd = bundle_cmd(bundle, configs, **overrides)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}"] + cmd[1:]
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
-    if proc.returncode:
-        print(f"torchrun exited {proc.returncode}; stdout tail:\n{proc.stdout[-3000:]}", file=sys.stderr)
+    assert proc.returncode == 0, f"torchrun exited {proc.returncode}\n{proc.stderr[-4000:]}\nstdout tail:\n{proc.stdout[-3000:]}"
+    assert proc.stdout.count("process group: backend morphzoo_gloo, rank") == nproc, "not the one-thread gloo group"
     return proc
 
 

@@ -19,10 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 # destroy_process_group while DDP holds the backend, so the test must not share a process.
 _SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
+    import json, sys
     import torch, torch.distributed as dist
     from morphzoo.engines import finish_process_group, init_process_group
-
 
     store = sys.argv[1]
     created = init_process_group(torch.device("cpu"), init_method=f"file://{store}", rank=0, world_size=1)
